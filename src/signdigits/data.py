@@ -1,0 +1,225 @@
+"""Raw photos to arrays (prepare), and the train/val/test split grouped by signer (split).
+
+Neither imports torch: these stages start fast and run without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from signdigits.files import PipelineError, read_arrays, write_arrays
+from signdigits.params import PrepareParams, SplitParams
+
+log = logging.getLogger(__name__)
+
+PARTS = ("train", "val", "test")
+DIGITS = tuple(range(10))
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last number in a file name: IMG_1118.JPG -> 1118
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """Any image file Pillow reads (JPEG, PNG, RGBA, CMYK, grayscale, any size) -> uint8 square.
+
+    Transparent pixels become white, the EXIF orientation is applied, a non-square image is
+    centre-cropped. Raises PipelineError naming the file if it is not a complete image.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now, so a truncated file fails here and not later
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            gray = image.convert("L")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise PipelineError(f"{path}: not a readable image ({e})") from None
+    side = min(gray.size)
+    left, top = (gray.width - side) // 2, (gray.height - side) // 2
+    square = gray.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((image_size, image_size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
+    """(path, digit) for every file in raw_dir/<digit>/, checking the layout first."""
+    if not raw_dir.is_dir():
+        raise PipelineError(f"{raw_dir}: folder not found; it should hold one folder per digit, 0 to 9")
+    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise PipelineError(f"{raw_dir}: no digit folders; expected {raw_dir}/0 ... {raw_dir}/9 holding images")
+    found = []
+    for folder in folders:
+        if not re.fullmatch(r"[0-9]", folder.name):
+            raise PipelineError(f"{folder}: label folder is not a digit 0-9")
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise PipelineError(f"{folder}: digit folder holds no images")
+        found += [(path, int(folder.name)) for path in files]
+    return found
+
+
+def recover_signers(files: list[str], labels: np.ndarray) -> np.ndarray:
+    """Signer id per image, from file numbers (see data/raw/README and the dataset's notes).
+
+    Each signer's photos were taken in one sitting with consecutive numbers and the digits in
+    order 0, 1, 2, ...; sorted by number, a new signer starts wherever the digit stops increasing.
+    A file without a number in its name is its own group.
+    """
+    numbers = [_NUMBER.search(Path(f).stem) for f in files]
+    order = sorted(range(len(files)), key=lambda i: (numbers[i] is None, int(numbers[i][1]) if numbers[i] else 0, files[i]))
+    signers = np.empty(len(files), dtype=np.int32)
+    signer, previous_digit = -1, None
+    for i in order:
+        if numbers[i] is None or previous_digit is None or labels[i] <= previous_digit:
+            signer += 1
+        signers[i] = signer
+        previous_digit = None if numbers[i] is None else labels[i]
+    return signers
+
+
+def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
+    """Decode every raw image; write pixels, labels, signers and file names; return the metrics."""
+    entries = list_raw_images(raw_dir)
+    pixels, labels, files, skipped = [], [], [], []
+    for path, digit in entries:
+        try:
+            pixels.append(decode_image(path, params.image_size))
+        except PipelineError as e:
+            if params.on_bad_image == "fail":
+                raise PipelineError(f"{e}\n(set prepare.on_bad_image: skip to leave such files out)") from None
+            log.warning("skipped: %s", e)
+            skipped.append(path.relative_to(raw_dir).as_posix())
+            continue
+        labels.append(digit)
+        files.append(path.relative_to(raw_dir).as_posix())
+    if not pixels:
+        raise PipelineError(f"{raw_dir}: no readable images")
+    labels = np.array(labels, dtype=np.int64)
+    signers = recover_signers(files, labels)
+    write_arrays(out_path, pixels=np.stack(pixels), labels=labels, signers=signers, files=np.array(files))
+    counts = np.bincount(labels, minlength=10)
+    return {
+        "images": int(len(labels)),
+        "images_per_digit": {str(d): int(counts[d]) for d in DIGITS},
+        "signers": int(len(np.unique(signers))),
+        "image_size": params.image_size,
+        "skipped_files": len(skipped),
+    }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    pixels: np.ndarray  # (n, size, size) uint8
+    labels: np.ndarray  # (n,) int64
+    signers: np.ndarray  # (n,) int32
+    files: np.ndarray  # (n,) str, relative to data/raw
+
+
+def load_prepared(path: Path) -> Prepared:
+    arrays = read_arrays(path, required=("pixels", "labels", "signers", "files"))
+    return Prepared(arrays["pixels"], arrays["labels"].astype(np.int64), arrays["signers"], arrays["files"])
+
+
+def split_indices(labels: np.ndarray, signers: np.ndarray, params: SplitParams) -> dict[str, np.ndarray]:
+    """Sorted index arrays per part, stratified by digit and (strategy signer) grouped by signer."""
+    rng = np.random.default_rng(params.seed)
+    fractions = np.array([params.train, params.val, params.test])
+    if params.strategy == "random":
+        groups = np.arange(len(labels))  # every image its own group: a plain stratified split
+    else:
+        groups = np.unique(signers, return_inverse=True)[1]
+    n_groups = groups.max() + 1
+    counts = np.zeros((n_groups, 10))
+    np.add.at(counts, (groups, labels), 1)
+    assignment = _assign_groups(counts, fractions, rng)
+    part_of_image = assignment[groups]
+    return {name: np.flatnonzero(part_of_image == p) for p, name in enumerate(PARTS)}
+
+
+def _assign_groups(counts: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Groups to parts so that every part's images per digit come as close as possible to its target.
+
+    Greedy placement in a seeded random order, then local search: move one group, or swap two,
+    whenever that lowers the squared distance to the targets, until nothing improves.
+    """
+    targets = fractions[:, None] * counts.sum(axis=0)[None, :]  # (parts, digits)
+    order = rng.permutation(len(counts))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]  # big groups first
+    totals = np.zeros_like(targets)
+    assignment = np.empty(len(counts), dtype=np.int64)
+    for g in order:
+        cost = ((totals + counts[g] - targets) ** 2).sum(axis=1) - ((totals - targets) ** 2).sum(axis=1)
+        p = int(np.argmin(cost))
+        assignment[g] = p
+        totals[p] += counts[g]
+
+    def change(p: int, delta: np.ndarray) -> np.ndarray:
+        """Cost change of adding each row of delta to part p."""
+        return ((totals[p] + delta - targets[p]) ** 2).sum(axis=-1) - ((totals[p] - targets[p]) ** 2).sum()
+
+    improved = True
+    while improved:
+        improved = False
+        for g in order:
+            p = assignment[g]
+            for q in range(len(targets)):
+                if q == p:
+                    continue
+                # move g from p to q, or swap it with every group h now in q
+                in_q = np.flatnonzero(assignment == q)
+                deltas = np.vstack([np.zeros(counts.shape[1]), counts[in_q]]) - counts[g]
+                gain = change(p, deltas) + change(q, -deltas)
+                best = int(np.argmin(gain))
+                if gain[best] < -1e-9:
+                    assignment[g] = q
+                    totals[p] += deltas[best]
+                    totals[q] -= deltas[best]
+                    if best > 0:
+                        assignment[in_q[best - 1]] = p
+                    improved = True
+                    break
+    return assignment
+
+
+def split_metrics(prepared: Prepared, parts: dict[str, np.ndarray], params: SplitParams) -> dict:
+    """Sizes, images per digit per part, signers per part and the leakage audit."""
+    signer_parts: dict[int, set] = {}
+    image_parts: dict[bytes, set] = {}
+    for name, idx in parts.items():
+        for i in idx:
+            signer_parts.setdefault(int(prepared.signers[i]), set()).add(name)
+            digest = hashlib.sha256(prepared.pixels[i].tobytes()).digest()
+            image_parts.setdefault(digest, set()).add(name)
+    return {
+        "strategy": params.strategy,
+        "seed": params.seed,
+        "sizes": {name: int(len(idx)) for name, idx in parts.items()},
+        "images_per_digit": {
+            name: {str(d): int(n) for d, n in enumerate(np.bincount(prepared.labels[idx], minlength=10))}
+            for name, idx in parts.items()
+        },
+        "signers": {name: int(len(np.unique(prepared.signers[idx]))) for name, idx in parts.items()},
+        "audit": {
+            "signers_in_several_parts": sum(len(s) > 1 for s in signer_parts.values()),
+            "identical_images_in_several_parts": sum(len(s) > 1 for s in image_parts.values()),
+        },
+    }
+
+
+def write_split(path: Path, parts: dict[str, np.ndarray]) -> None:
+    write_arrays(path, **parts)
+
+
+def load_split(path: Path, n_images: int) -> dict[str, np.ndarray]:
+    parts = read_arrays(path, required=PARTS)
+    indices = np.concatenate([parts[name] for name in PARTS])
+    if len(indices) and (indices.max() >= n_images or indices.min() < 0):
+        raise PipelineError(f"{path}: indices do not match data/prepared; rerun `dvc repro split`")
+    return {name: parts[name] for name in PARTS}

@@ -1,0 +1,227 @@
+"""The one training engine every training stage, the sweep and the final model use.
+
+Read it top to bottom: `train` -> `_train_member` (the epoch loop) -> `_epoch_order` (which images
+form each batch) -> `evaluate`. The data sits on the device as one tensor; a batch is a slice of
+a permutation drawn from a seeded CPU generator, so batch order is the same on every device.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS determinism: before CUDA starts
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from signdigits.files import PipelineError
+from signdigits.model import MLP, Arch, Classifier
+from signdigits.params import Runtime, TrainParams
+
+log = logging.getLogger(__name__)
+
+
+def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
+    """Deterministic kernels, a fixed thread count, and the device params ask for."""
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads or runtime.threads)
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if runtime.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": has_mps}
+    if not available[runtime.device]:
+        raise PipelineError(
+            f"params.yaml: runtime.device = {runtime.device!r}, but this machine has no such device "
+            f"(torch {torch.__version__}); use auto or cpu"
+        )
+    return torch.device(runtime.device)
+
+
+@dataclass
+class Split:
+    """Pixels in [0, 1], flattened, and labels 0..k-1, both on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, pixels: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
+        x = torch.from_numpy(pixels.reshape(len(pixels), -1)).to(device=device, dtype=torch.float32) / 255.0
+        return cls(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    history: list[dict] = field(default_factory=list)  # per epoch, of the first ensemble member
+    epochs_run: int = 0
+    best_epoch: int = 0
+
+
+def train(cfg: TrainParams, train_data: Split, val_data: Split, classes: list[int], name: str = "model") -> TrainResult:
+    """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier."""
+    image_size = math.isqrt(train_data.x.shape[1])
+    arch = Arch(image_size, cfg.hidden, len(classes), cfg.dropout)
+    mean = train_data.x.mean(dim=0)
+    std = train_data.x.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
+    members, first = [], None
+    for k in range(cfg.ensemble):
+        tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
+        member, result = _train_member(cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag)
+        members.append(member)
+        first = first or result
+    first.model = Classifier(arch, classes, members).eval()
+    return first
+
+
+def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tuple[MLP, TrainResult]:
+    torch.manual_seed(seed)  # weights and dropout
+    order_rng = torch.Generator().manual_seed(seed)  # batch order and augmentation, on the CPU
+    device = train_data.x.device
+    net = MLP(arch, mean, std).to(device)
+    optimizer = make_optimizer(cfg, net.parameters(), device)
+    scheduler = make_scheduler(cfg, optimizer)
+    result = TrainResult(model=None)
+    best_loss, best_state, stale = math.inf, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        net.train()
+        order = _epoch_order(train_data.y, cfg.balanced, order_rng).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for start in range(0, len(order), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            x, y = train_data.x[batch], train_data.y[batch]
+            if cfg.augment.enabled:
+                x = augment(x, arch.image_size, cfg.augment, order_rng)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+        train_loss = loss_sum.item() / len(order)
+        if not math.isfinite(train_loss):
+            raise PipelineError(
+                f"{tag}: training diverged in epoch {epoch} (loss {train_loss}); "
+                f"lower the learning rate (lr is {lr:g}). No model was written."
+            )
+        if scheduler is not None:
+            scheduler.step()
+        val = evaluate(net, val_data)
+        result.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": correct.item() / len(order),
+                "val_loss": val.loss,
+                "val_accuracy": val.accuracy,
+                "lr": lr,
+            }
+        )
+        result.epochs_run = epoch
+        h = result.history[-1]
+        log.info(
+            "%s epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.3g  (%.2fs)",
+            tag, epoch, cfg.epochs, h["train_loss"], h["train_accuracy"], val.loss, val.accuracy, lr,
+            time.perf_counter() - started,
+        )  # fmt: skip
+        if cfg.patience:
+            if val.loss < best_loss:
+                best_loss, best_state, stale, result.best_epoch = val.loss, copy.deepcopy(net.state_dict()), 0, epoch
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    log.info("%s early stop after epoch %d; best epoch %d", tag, epoch, result.best_epoch)
+                    break
+        else:
+            result.best_epoch = epoch
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net.eval(), result
+
+
+def _epoch_order(labels: torch.Tensor, balanced: bool, rng: torch.Generator) -> torch.Tensor:
+    """The order of training images for one epoch, drawn on the CPU.
+
+    Balanced: every class is shuffled and cycled up to the size of the largest, then the classes
+    are interleaved, so any batch of an even size holds the classes in equal numbers.
+    """
+    labels = labels.cpu()
+    if not balanced:
+        return torch.randperm(len(labels), generator=rng)
+    per_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    longest = max(len(idx) for idx in per_class)
+    columns = []
+    for idx in per_class:
+        draws = [idx[torch.randperm(len(idx), generator=rng)] for _ in range(-(-longest // len(idx)))]
+        columns.append(torch.cat(draws)[:longest])
+    return torch.stack(columns, dim=1).flatten()
+
+
+def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torch.Tensor:
+    """Random rotation, scale and shift of a batch of flattened images, on their device."""
+    n = len(x)
+    draws = torch.rand(n, 4, generator=rng).to(x.device) * 2 - 1  # uniform in [-1, 1]
+    angle = draws[:, 0] * math.radians(cfg.rotate)
+    scale = 1 + draws[:, 1] * cfg.scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, draws[:, 2] * 2 * cfg.shift], 1), torch.stack([sin, cos, draws[:, 3] * 2 * cfg.shift], 1)],
+        dim=1,
+    )
+    images = x.view(n, 1, image_size, image_size)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False).view(n, -1)
+
+
+def make_optimizer(cfg: TrainParams, parameters, device: torch.device) -> torch.optim.Optimizer:
+    """Fused kernels where this torch has them for the device (one kernel per step), else foreach."""
+    fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
+    optimizer_class = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return optimizer_class(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+
+
+def make_scheduler(cfg: TrainParams, optimizer):
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray
+    probabilities: np.ndarray
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: Split) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    logits = model(data.x)
+    model.train(was_training)
+    loss = F.cross_entropy(logits, data.y).item()
+    predictions = logits.argmax(dim=1)
+    return Evaluation(
+        loss=loss,
+        accuracy=(predictions == data.y).float().mean().item(),
+        predictions=predictions.cpu().numpy(),
+        probabilities=logits.softmax(dim=1).cpu().numpy(),
+    )

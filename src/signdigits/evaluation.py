@@ -1,0 +1,103 @@
+"""evaluate: every trained model on the test part, which no other stage reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from signdigits import paths
+from signdigits.data import load_prepared, load_split
+from signdigits.engine import Split, evaluate
+from signdigits.files import PipelineError, write_text_atomic
+from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
+from signdigits.model import Classifier, describe, load_model
+from signdigits.params import EvaluateParams
+
+PREDICTION_COLUMNS = ("file", "actual", "predicted", "probability")
+
+
+@dataclass
+class ModelResult:
+    name: str
+    model: Classifier
+    files: np.ndarray  # test files the model was scored on (its classes only)
+    pixels: np.ndarray  # their uint8 images, for the figure of mistakes
+    actual: np.ndarray  # digits
+    predicted: np.ndarray  # digits
+    probability: np.ndarray  # of the predicted digit
+    scores: dict
+
+
+def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torch.device) -> list[ModelResult]:
+    prepared = load_prepared(paths.PREPARED)
+    test = load_split(paths.SPLIT, len(prepared.labels))["test"]
+    image_size = prepared.pixels.shape[1]
+    results = []
+    for name in names:
+        model = load_model(paths.model_path(name), image_size=image_size, device=device)
+        classes = np.array(model.classes)
+        idx = test[np.isin(prepared.labels[test], classes)]
+        if len(idx) == 0:
+            raise PipelineError(f"{paths.model_path(name)}: the test part holds none of its digits {model.classes}")
+        labels = np.array([model.classes.index(int(d)) for d in prepared.labels[idx]])
+        ev = evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device))
+        scores = classification_scores(labels, ev.predictions, model.classes)
+        correct = ev.predictions == labels
+        low, high = bootstrap_accuracy(correct, params.bootstrap, params.seed)
+        scores.update(
+            {
+                "accuracy_ci95": [low, high],
+                "loss": ev.loss,
+                "images": int(len(idx)),
+                "correct": int(correct.sum()),
+                "wrong": int((~correct).sum()),
+                "architecture": describe(model.arch),
+                "ensemble": len(model.members),
+            }
+        )
+        if len(classes) == 2:
+            scores["roc_auc"] = roc_auc(labels == 1, ev.probabilities[:, 1])
+        results.append(
+            ModelResult(
+                name=name,
+                model=model,
+                files=prepared.files[idx],
+                pixels=prepared.pixels[idx],
+                actual=prepared.labels[idx],
+                predicted=classes[ev.predictions],
+                probability=ev.probabilities[np.arange(len(idx)), ev.predictions],
+                scores=scores,
+            )
+        )
+    return results
+
+
+def predictions_csv(result: ModelResult) -> str:
+    """One row per test image: the data of DVC's confusion plot, and what McNemar's test pairs up."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
+    for row in zip(result.files, result.actual, result.predicted, result.probability, strict=True):
+        writer.writerow([row[0], int(row[1]), int(row[2]), f"{row[3]:.6f}"])
+    return out.getvalue()
+
+
+def write_predictions(result: ModelResult) -> None:
+    write_text_atomic(paths.predictions_path(result.name), predictions_csv(result))
+
+
+def read_predictions(text: str) -> dict[str, tuple[int, int]]:
+    """file -> (actual, predicted), from the text of a predictions CSV (any git revision)."""
+    rows = csv.DictReader(io.StringIO(text))
+    return {row["file"]: (int(row["actual"]), int(row["predicted"])) for row in rows}
+
+
+def confusion(result: ModelResult) -> np.ndarray:
+    classes = result.model.classes
+    return confusion_matrix(
+        [classes.index(int(a)) for a in result.actual], [classes.index(int(p)) for p in result.predicted], len(classes)
+    )

@@ -1,0 +1,99 @@
+"""PNG figures for the report: learning curves, confusion heatmaps, the sweep, the final model's mistakes.
+
+Rendered with Agg and without a timestamp or version in the file, so the bytes repeat run to run.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from signdigits.files import write_bytes_atomic  # noqa: E402
+
+FIGURES = Path("plots/figures")
+_PNG_METADATA = {"Software": None}
+
+
+def _save(fig, name: str) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata=_PNG_METADATA)
+    plt.close(fig)
+    return write_bytes_atomic(FIGURES / name, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def learning_curves(name: str, history: list[dict]) -> Path:
+    """Train and validation loss and accuracy per epoch, as the study's figures 1-3."""
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-"), ("val", "--")):
+        loss_ax.plot(epochs, [float(r[f"{split}_loss"]) for r in history], style, label=split)
+        acc_ax.plot(epochs, [float(r[f"{split}_accuracy"]) for r in history], style, label=split)
+    loss_ax.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
+    acc_ax.set(title=f"{name}: accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, f"curves_{name}.png")
+
+
+def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set(
+        title=f"{name}: test confusion matrix",
+        xlabel="predicted",
+        ylabel="actual",
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+    )
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return _save(fig, f"confusion_{name}.png")
+
+
+def sweep_chart(rows: list[dict], winner_run: int) -> Path:
+    labels = [f"{r['optimizer']} lr={r['lr']} bs={r['batch_size']} ep={r['epochs']}" for r in rows]
+    accuracy = [float(r["val_accuracy"]) for r in rows]
+    colors = ["tab:orange" if int(r["run"]) == winner_run else "tab:blue" for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), accuracy, color=colors)
+    ax.set(yticks=range(len(rows)), yticklabels=labels, xlabel="validation accuracy", xlim=(0, 1))
+    ax.set_title("sweep_exp2 (winner in orange)")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, "sweep.png")
+
+
+def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predicted: np.ndarray, limit: int) -> Path:
+    wrong = np.flatnonzero(actual != predicted)[:limit]
+    columns = 8
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        ax.imshow(pixels[i], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"true {actual[i]} / pred {predicted[i]}", fontsize=7)
+    fig.suptitle(f"{name}: {len(wrong)} misclassified test images" if len(wrong) else f"{name}: no mistakes")
+    fig.tight_layout()
+    return _save(fig, f"misclassified_{name}.png")

@@ -1,0 +1,142 @@
+"""The fully-connected network, and its file format.
+
+A model file is a plain dict of tensors, lists, numbers and strings written with `torch.save` and
+read with `torch.load(weights_only=True)`, so loading never runs code from the file. It holds the
+architecture, the class labels, and one state dict per ensemble member; the per-pixel
+standardisation lives in the network as buffers, so prediction needs only pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from signdigits import FORMAT_VERSION
+from signdigits.files import PipelineError, require_file, write_bytes_atomic
+
+
+@dataclass(frozen=True)
+class Arch:
+    image_size: int
+    hidden: tuple[int, ...]
+    n_classes: int
+    dropout: float
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size * self.image_size
+
+
+class MLP(nn.Module):
+    """Standardise each pixel with training-set statistics, then Linear-ReLU-Dropout blocks."""
+
+    def __init__(self, arch: Arch, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.reshape(arch.input_size).clone())
+        self.register_buffer("std", std.reshape(arch.input_size).clone())
+        layers: list[nn.Module] = []
+        width = arch.input_size
+        for size in arch.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            if arch.dropout > 0:
+                layers.append(nn.Dropout(arch.dropout))
+            width = size
+        layers.append(nn.Linear(width, arch.n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.layers((pixels - self.mean) / self.std)
+
+
+class Classifier(nn.Module):
+    """One or more MLPs; with several, the logits are the log of their mean probabilities."""
+
+    def __init__(self, arch: Arch, classes: list[int], members: list[MLP]):
+        super().__init__()
+        self.arch = arch
+        self.classes = list(classes)
+        self.members = nn.ModuleList(members)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if len(self.members) == 1:
+            return self.members[0](pixels)
+        probs = torch.stack([m(pixels).softmax(dim=1) for m in self.members]).mean(dim=0)
+        return probs.clamp_min(1e-12).log()
+
+
+def model_bytes(model: Classifier) -> bytes:
+    """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "arch": {**asdict(model.arch), "hidden": list(model.arch.hidden)},
+        "classes": list(model.classes),
+        "members": [{k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()} for m in model.members],
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save_model(model: Classifier, path: str | Path) -> Path:
+    return write_bytes_atomic(path, model_bytes(model))
+
+
+def load_model(
+    path: str | Path,
+    image_size: int | None = None,
+    n_classes: int | None = None,
+    hidden: tuple[int, ...] | None = None,
+    device: str | torch.device = "cpu",
+) -> Classifier:
+    """Rebuild a Classifier; a missing, foreign, truncated or mismatched file is a PipelineError.
+
+    The checks that are given (image_size, n_classes, hidden) must match the file's architecture.
+    """
+    path = require_file(path)
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path}: not a signdigits model file (not a torch archive: truncated or foreign)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise PipelineError(
+            f"{path}: refused: it holds Python objects other than tensors and plain data, and model files "
+            "are never unpickled; it is not a signdigits model file"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, KeyError) as e:
+        raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise PipelineError(
+            f"{path}: not a signdigits model file of format {FORMAT_VERSION} (found {version!r}); "
+            "retrain it with `dvc repro`"
+        )
+    try:
+        raw = payload["arch"]
+        arch = Arch(int(raw["image_size"]), tuple(int(h) for h in raw["hidden"]), int(raw["n_classes"]), float(raw["dropout"]))
+        members = []
+        for state in payload["members"]:
+            member = MLP(arch, state["mean"], state["std"])
+            member.load_state_dict(state)
+            members.append(member)
+        model = Classifier(arch, [int(c) for c in payload["classes"]], members)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
+    expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden}
+    for name, value in expected.items():
+        if value is not None and getattr(arch, name) != value:
+            raise PipelineError(
+                f"{path}: model has {name} {getattr(arch, name)}, expected {value} "
+                f"(it is {describe(arch)}); retrain it with `dvc repro`"
+            )
+    return model.to(device).eval()
+
+
+def describe(arch: Arch) -> str:
+    """784-128-10 style."""
+    return "-".join(str(n) for n in (arch.input_size, *arch.hidden, arch.n_classes))

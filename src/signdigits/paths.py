@@ -1,0 +1,30 @@
+"""Where every stage reads and writes, relative to the repository root (dvc.yaml names the same paths)."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+PREPARED = Path("data/prepared/images.npz")
+SPLIT = Path("data/split/split.npz")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+
+TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")
+FINAL_MODEL = "train_best"
+
+
+def model_path(name: str) -> Path:
+    return MODELS / f"{name}.pt"
+
+
+def metrics_path(name: str) -> Path:
+    return METRICS / f"{name}.json"
+
+
+def history_path(name: str) -> Path:
+    return PLOTS / name / "history.csv"
+
+
+def predictions_path(name: str) -> Path:
+    """Per-image test predictions: the confusion plot data, and what McNemar's test pairs up."""
+    return PLOTS / "evaluate" / f"predictions_{name}.csv"

@@ -1,0 +1,94 @@
+"""What a training stage does around the engine: load the split, train, write model, metrics, history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from signdigits import paths
+from signdigits.data import load_prepared, load_split
+from signdigits.engine import Split, evaluate, setup_runtime, train
+from signdigits.files import write_json, write_text_atomic
+from signdigits.metrics import classification_scores, roc_auc, rounded
+from signdigits.model import save_model
+from signdigits.params import Runtime, TrainParams, require_batch_fits
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+
+
+@dataclass
+class StageData:
+    """The parts of the split a stage uses, on its device, with labels mapped to 0..k-1."""
+
+    train: Split
+    val: Split
+    test: Split
+    classes: list[int]
+
+
+def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10)), parts=("train", "val")) -> StageData:
+    prepared = load_prepared(paths.PREPARED)
+    split = load_split(paths.SPLIT, len(prepared.labels))
+    to_index = np.full(10, -1)
+    to_index[list(classes)] = np.arange(len(classes))
+
+    def part(name: str) -> Split | None:
+        if name not in parts:
+            return None
+        idx = split[name][np.isin(prepared.labels[split[name]], classes)]
+        return Split.from_arrays(prepared.pixels[idx], to_index[prepared.labels[idx]], device)
+
+    return StageData(part("train"), part("val"), part("test"), list(classes))
+
+
+def train_stage(name: str, key: str, cfg: TrainParams, runtime: Runtime, classes: tuple[int, ...] = tuple(range(10))) -> dict:
+    """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
+
+    `key` is where cfg lives in params.yaml (for error messages).
+    """
+    device = setup_runtime(runtime)
+    data = load_stage_data(device, classes)
+    require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
+    started = time.perf_counter()
+    result = train(cfg, data.train, data.val, data.classes, name)
+    log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
+    metrics = {
+        "train": _scores(result.model, data.train, data.classes),
+        "val": _scores(result.model, data.val, data.classes),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "device": device.type,
+        "threads": runtime.threads,
+        "torch_version": torch.__version__,
+    }
+    save_model(result.model, paths.model_path(name))
+    write_json(paths.metrics_path(name), rounded(metrics))
+    write_text_atomic(paths.history_path(name), history_csv(result.history))
+    return metrics
+
+
+def _scores(model, data: Split, classes: list[int]) -> dict:
+    ev = evaluate(model, data)
+    y = data.y.cpu().numpy()
+    scores = classification_scores(y, ev.predictions, classes)
+    del scores["per_class"]  # evaluate reports per-class scores, on the test part
+    scores["loss"] = ev.loss
+    if len(classes) == 2:
+        scores["roc_auc"] = roc_auc(y == 1, ev.probabilities[:, 1])
+    return scores
+
+
+def history_csv(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rounded(row) for row in history)
+    return out.getvalue()

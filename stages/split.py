@@ -1,0 +1,21 @@
+"""split: train/val/test index arrays, stratified by digit and grouped by signer, with a leakage audit."""
+
+from signdigits import paths
+from signdigits.cli import run_stage
+from signdigits.data import load_prepared, split_indices, split_metrics, write_split
+from signdigits.files import write_json
+from signdigits.params import load_params
+
+
+def main():
+    params = load_params()
+    prepared = load_prepared(paths.PREPARED)
+    parts = split_indices(prepared.labels, prepared.signers, params.split)
+    metrics = split_metrics(prepared, parts, params.split)
+    write_split(paths.SPLIT, parts)
+    write_json(paths.metrics_path("split"), metrics)
+    print(f"split ({params.split.strategy}): sizes {metrics['sizes']}, audit {metrics['audit']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

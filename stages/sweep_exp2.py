@@ -1,0 +1,26 @@
+"""sweep_exp2: the study's grid (lr x batch size x epochs x optimizer) on the exp1 network."""
+
+from signdigits import paths
+from signdigits.cli import run_stage
+from signdigits.files import write_json, write_text_atomic
+from signdigits.params import load_params, require_batch_fits
+
+
+def main():
+    params = load_params()
+    from signdigits.data import load_prepared, load_split
+    from signdigits.metrics import rounded
+    from signdigits.sweep import pick_winner, results_csv, run_sweep
+
+    n_train = len(load_split(paths.SPLIT, len(load_prepared(paths.PREPARED).labels))["train"])
+    for i, batch_size in enumerate(params.exp2.batch_size):
+        require_batch_fits(f"exp2.batch_size[{i}]", batch_size, n_train)
+    rows = run_sweep(params.exp2, params.runtime)
+    winner = pick_winner(rows)
+    write_text_atomic(paths.PLOTS / "sweep" / "results.csv", results_csv(rows))
+    write_json(paths.metrics_path("sweep"), rounded({"runs": len(rows), "winner": winner}))
+    print(f"sweep: {len(rows)} runs; winner {winner}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
