@@ -73,7 +73,9 @@ def recover_signers(files: list[str], labels: np.ndarray) -> np.ndarray:
     A file without a number in its name is its own group.
     """
     numbers = [_NUMBER.search(Path(f).stem) for f in files]
-    order = sorted(range(len(files)), key=lambda i: (numbers[i] is None, int(numbers[i][1]) if numbers[i] else 0, files[i]))
+    order = sorted(
+        range(len(files)), key=lambda i: (numbers[i] is None, int(numbers[i][1]) if numbers[i] else 0, files[i])
+    )
     signers = np.empty(len(files), dtype=np.int32)
     signer, previous_digit = -1, None
     for i in order:
@@ -140,7 +142,15 @@ def split_indices(labels: np.ndarray, signers: np.ndarray, params: SplitParams) 
     np.add.at(counts, (groups, labels), 1)
     assignment = _assign_groups(counts, fractions, rng)
     part_of_image = assignment[groups]
-    return {name: np.flatnonzero(part_of_image == p) for p, name in enumerate(PARTS)}
+    parts = {name: np.flatnonzero(part_of_image == p) for p, name in enumerate(PARTS)}
+    empty = [name for name, idx in parts.items() if len(idx) == 0]
+    if empty:
+        source = f"{len(labels)} images" + (f" from {n_groups} signers" if params.strategy == "signer" else "")
+        raise PipelineError(
+            f"split: the {' and '.join(empty)} part{'s' if len(empty) > 1 else ''} would be empty: {source} "
+            f"are too few for the fractions {params.train:g}/{params.val:g}/{params.test:g}; add images to data/raw"
+        )
+    return parts
 
 
 def _assign_groups(counts: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:

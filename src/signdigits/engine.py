@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from signdigits.files import PipelineError
-from signdigits.model import MLP, Arch, Classifier
+from signdigits.model import MLP, Arch, Classifier, normalize_each_image
 from signdigits.params import Runtime, TrainParams
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
     """Deterministic kernels, a fixed thread count, and the device params ask for."""
-    torch.use_deterministic_algorithms(True)
+    _use_deterministic_algorithms()
     torch.set_num_threads(threads or runtime.threads)
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":
@@ -41,6 +42,19 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
             f"(torch {torch.__version__}); use auto or cpu"
         )
     return torch.device(runtime.device)
+
+
+def _use_deterministic_algorithms() -> None:
+    """torch.use_deterministic_algorithms(True), minus its import of the compiler stack.
+
+    The public function also sets torch._inductor's config, whose import costs over 2 s at every
+    stage start; nothing here compiles, and the kernel-level switch is the same call.
+    """
+    set_kernels = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_kernels is None or "torch._inductor" in sys.modules:
+        torch.use_deterministic_algorithms(True)
+    else:
+        set_kernels(True)
 
 
 @dataclass
@@ -70,9 +84,10 @@ class TrainResult:
 def train(cfg: TrainParams, train_data: Split, val_data: Split, classes: list[int], name: str = "model") -> TrainResult:
     """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier."""
     image_size = math.isqrt(train_data.x.shape[1])
-    arch = Arch(image_size, cfg.hidden, len(classes), cfg.dropout)
-    mean = train_data.x.mean(dim=0)
-    std = train_data.x.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
+    arch = Arch(image_size, cfg.hidden, len(classes), cfg.dropout, cfg.normalize_images)
+    inputs = normalize_each_image(train_data.x) if cfg.normalize_images else train_data.x
+    mean = inputs.mean(dim=0)  # per-pixel statistics of the training part only
+    std = inputs.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
     members, first = [], None
     for k in range(cfg.ensemble):
         tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
@@ -156,7 +171,8 @@ def _epoch_order(labels: torch.Tensor, balanced: bool, rng: torch.Generator) -> 
     """The order of training images for one epoch, drawn on the CPU.
 
     Balanced: every class is shuffled and cycled up to the size of the largest, then the classes
-    are interleaved, so any batch of an even size holds the classes in equal numbers.
+    are interleaved, so any batch whose size is a multiple of the number of classes holds them
+    in equal numbers (for two classes: any even batch size).
     """
     labels = labels.cpu()
     if not balanced:
@@ -178,7 +194,10 @@ def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torc
     scale = 1 + draws[:, 1] * cfg.scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
-        [torch.stack([cos, -sin, draws[:, 2] * 2 * cfg.shift], 1), torch.stack([sin, cos, draws[:, 3] * 2 * cfg.shift], 1)],
+        [
+            torch.stack([cos, -sin, draws[:, 2] * 2 * cfg.shift], 1),
+            torch.stack([sin, cos, draws[:, 3] * 2 * cfg.shift], 1),
+        ],
         dim=1,
     )
     images = x.view(n, 1, image_size, image_size)

@@ -72,7 +72,10 @@ def read_arrays(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str,
             arrays = {name: npz[name] for name in npz.files}
     except Exception as e:  # zipfile, OSError and ValueError all mean the same: not our file
         raise PipelineError(f"{path}: cannot read arrays ({e}); rerun the stage that writes it") from None
-    version = int(arrays.pop("format_version", -1))
+    try:
+        version = int(arrays.pop("format_version", -1))
+    except (TypeError, ValueError):  # not a number: some other program's array of that name
+        version = -1
     if version != FORMAT_VERSION:
         raise PipelineError(
             f"{path}: written by another version of the pipeline (format {version}, expected "

@@ -30,7 +30,12 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "recall_macro": float(recall.mean()),
         "f1_macro": float(f1.mean()),
         "per_class": {
-            str(c): {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(actual[i])}
+            str(c): {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(actual[i]),
+            }
             for i, c in enumerate(classes)
         },
     }

@@ -27,10 +27,17 @@ class Arch:
     hidden: tuple[int, ...]
     n_classes: int
     dropout: float
+    normalize_images: bool = False  # each image to zero mean and unit std first: evens out lighting
 
     @property
     def input_size(self) -> int:
         return self.image_size * self.image_size
+
+
+def normalize_each_image(pixels: torch.Tensor) -> torch.Tensor:
+    """Every row (one flattened image) to zero mean and unit standard deviation."""
+    mean = pixels.mean(dim=1, keepdim=True)
+    return (pixels - mean) / pixels.std(dim=1, keepdim=True).clamp_min(1e-3)
 
 
 class MLP(nn.Module):
@@ -38,6 +45,7 @@ class MLP(nn.Module):
 
     def __init__(self, arch: Arch, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
+        self.normalize_images = arch.normalize_images
         self.register_buffer("mean", mean.reshape(arch.input_size).clone())
         self.register_buffer("std", std.reshape(arch.input_size).clone())
         layers: list[nn.Module] = []
@@ -51,6 +59,8 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.normalize_images:
+            pixels = normalize_each_image(pixels)
         return self.layers((pixels - self.mean) / self.std)
 
 
@@ -99,8 +109,15 @@ def load_model(
     The checks that are given (image_size, n_classes, hidden) must match the file's architecture.
     """
     path = require_file(path)
-    if not zipfile.is_zipfile(path):
-        raise PipelineError(f"{path}: not a signdigits model file (not a torch archive: truncated or foreign)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # torch.load checks no CRC: changed bytes would load as other weights
+    except Exception:  # BadZipFile, OSError, EOFError, ...: all mean the same, not a readable archive
+        raise PipelineError(
+            f"{path}: not a signdigits model file (not a torch archive: truncated or foreign)"
+        ) from None
+    if damaged is not None:
+        raise PipelineError(f"{path}: damaged model file (checksum mismatch in {damaged})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -108,7 +125,7 @@ def load_model(
             f"{path}: refused: it holds Python objects other than tensors and plain data, and model files "
             "are never unpickled; it is not a signdigits model file"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, KeyError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, LookupError, TypeError) as e:
         raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         version = payload.get("format_version") if isinstance(payload, dict) else None
@@ -118,13 +135,21 @@ def load_model(
         )
     try:
         raw = payload["arch"]
-        arch = Arch(int(raw["image_size"]), tuple(int(h) for h in raw["hidden"]), int(raw["n_classes"]), float(raw["dropout"]))
+        arch = Arch(
+            image_size=int(raw["image_size"]),
+            hidden=tuple(int(h) for h in raw["hidden"]),
+            n_classes=int(raw["n_classes"]),
+            dropout=float(raw["dropout"]),
+            normalize_images=bool(raw["normalize_images"]),
+        )
         members = []
         for state in payload["members"]:
             member = MLP(arch, state["mean"], state["std"])
             member.load_state_dict(state)
             members.append(member)
         model = Classifier(arch, [int(c) for c in payload["classes"]], members)
+        if not members or len(model.classes) != arch.n_classes:
+            raise ValueError(f"{len(members)} networks and {len(model.classes)} classes for {arch.n_classes} outputs")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
     expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden}

@@ -92,6 +92,7 @@ class TrainParams:
     gamma: float = _opt(0.1, gt=0.0, le=1.0)
     patience: int = _opt(0, ge=0)
     label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
+    normalize_images: bool = False
     augment: Augment = field(default_factory=Augment)
     ensemble: int = _opt(1, ge=1, le=64)
     balanced: bool = False
@@ -192,7 +193,8 @@ def _parse_section(name: str, value: Any):
     if name in _MODEL_SECTIONS:
         cls = _MODEL_SECTIONS[name]
         own = {f.name for f in dataclasses.fields(cls)} - {"model"}
-        model = _build(TrainParams, {k: v for k, v in value.items() if k not in own}, prefix=f"{name}.")
+        model_keys = {k: v for k, v in value.items() if k not in own}
+        model = _build(TrainParams, model_keys, prefix=f"{name}.", sections=frozenset(own))
         return _build(cls, {k: v for k, v in value.items() if k in own}, prefix=f"{name}.", model=model)
     return _build(hints[name], value, prefix=f"{name}.")
 

@@ -41,8 +41,11 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
             ["Setting", "Value"],
             [
                 ["Images", f"{sum(split['sizes'].values())} photos, {size}x{size} grayscale"],
-                ["Split", f"{split['strategy']} (seed {split['seed']}): "
-                 + ", ".join(f"{k} {v}" for k, v in split["sizes"].items())],
+                [
+                    "Split",
+                    f"{split['strategy']} (seed {split['seed']}): "
+                    + ", ".join(f"{k} {v}" for k, v in split["sizes"].items()),
+                ],
                 ["Signers per part", ", ".join(f"{k} {v}" for k, v in split["signers"].items())],
                 ["Audit: signers in several parts", split["audit"]["signers_in_several_parts"]],
                 ["Audit: identical images in several parts", split["audit"]["identical_images_in_several_parts"]],
@@ -118,7 +121,9 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
         + (f", an ensemble of {final['ensemble']}" if final["ensemble"] > 1 else "")
         + f"; {cfg_best.optimizer}, lr {cfg_best.lr:g}, batch size {cfg_best.batch_size}, "
         f"weight decay {cfg_best.weight_decay:g}, {cfg_best.scheduler} schedule, dropout {cfg_best.dropout:g}, "
-        f"label smoothing {cfg_best.label_smoothing:g}; {best['epochs_run']} epochs run, best epoch "
+        f"label smoothing {cfg_best.label_smoothing:g}"
+        + (", each image standardised by its own mean and std" if cfg_best.normalize_images else "")
+        + f"; {best['epochs_run']} epochs run, best epoch "
         f"{best['best_epoch']}.\n",
         _table(
             ["Metric", "Value"],
@@ -153,7 +158,16 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
         _figure("misclassified_train_best.png", "Test images the final model got wrong"),
         "## Every model on the test set\n",
         _table(
-            ["Model", "Network", "Test images", "Accuracy", "95% interval", "Macro precision", "Macro recall", "Macro F1"],
+            [
+                "Model",
+                "Network",
+                "Test images",
+                "Accuracy",
+                "95% interval",
+                "Macro precision",
+                "Macro recall",
+                "Macro F1",
+            ],
             [
                 [
                     name,

@@ -17,7 +17,17 @@ from signdigits.params import Runtime, SweepParams, TrainParams
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ("run", "lr", "batch_size", "epochs", "optimizer", "val_accuracy", "val_loss", "train_accuracy", "epochs_run")
+RESULT_COLUMNS = (
+    "run",
+    "lr",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy",
+    "epochs_run",
+)
 
 _worker_data = None  # (device, StageData) of this process, set once per worker
 

@@ -26,30 +26,29 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 
 @dataclass
 class StageData:
-    """The parts of the split a stage uses, on its device, with labels mapped to 0..k-1."""
+    """The training and validation parts on the device, labels mapped to 0..k-1 (test is evaluate's)."""
 
     train: Split
     val: Split
-    test: Split
     classes: list[int]
 
 
-def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10)), parts=("train", "val")) -> StageData:
+def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10))) -> StageData:
     prepared = load_prepared(paths.PREPARED)
     split = load_split(paths.SPLIT, len(prepared.labels))
     to_index = np.full(10, -1)
     to_index[list(classes)] = np.arange(len(classes))
 
-    def part(name: str) -> Split | None:
-        if name not in parts:
-            return None
+    def part(name: str) -> Split:
         idx = split[name][np.isin(prepared.labels[split[name]], classes)]
         return Split.from_arrays(prepared.pixels[idx], to_index[prepared.labels[idx]], device)
 
-    return StageData(part("train"), part("val"), part("test"), list(classes))
+    return StageData(part("train"), part("val"), list(classes))
 
 
-def train_stage(name: str, key: str, cfg: TrainParams, runtime: Runtime, classes: tuple[int, ...] = tuple(range(10))) -> dict:
+def train_stage(
+    name: str, key: str, cfg: TrainParams, runtime: Runtime, classes: tuple[int, ...] = tuple(range(10))
+) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     `key` is where cfg lives in params.yaml (for error messages).

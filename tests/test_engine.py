@@ -1,0 +1,310 @@
+"""The training engine (issue 3): learning, determinism, early stopping, schedules, batches, devices.
+
+Everything trains small networks on tiny synthetic 8x8 images, so the module runs in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from signdigits.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
+from signdigits.files import PipelineError
+from signdigits.model import Classifier, model_bytes
+from signdigits.params import Augment, Runtime, TrainParams
+
+SIZE = 8
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_deterministic():
+    """As the stages run (setup_runtime), on one thread: the machine is shared; restore afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def make_images(n: int, n_classes: int, seed: int, noise: float = 40.0, label_noise: float = 0.0):
+    """uint8 images: one fixed random prototype per class (the same for every seed) plus noise.
+
+    label_noise: the fraction of labels then replaced by random ones (1.0: nothing to learn).
+    """
+    prototypes = np.random.default_rng(1234).integers(0, 256, size=(n_classes, SIZE, SIZE))
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % n_classes)
+    pixels = np.clip(prototypes[labels] + rng.normal(0, noise, size=(n, SIZE, SIZE)), 0, 255).astype(np.uint8)
+    relabel = rng.random(n) < label_noise
+    labels[relabel] = rng.integers(0, n_classes, size=int(relabel.sum()))
+    return pixels, labels.astype(np.int64)
+
+
+def make_split(n: int, n_classes: int = 4, seed: int = 0, **kwargs) -> Split:
+    return Split.from_arrays(*make_images(n, n_classes, seed, **kwargs), CPU)
+
+
+def config(**changes) -> TrainParams:
+    base = TrainParams(hidden=(32,), dropout=0.0, optimizer="adam", lr=0.01, batch_size=8, epochs=5, seed=0)
+    return dataclasses.replace(base, **changes)
+
+
+# --- learning -----------------------------------------------------------------------------------
+
+
+def test_overfits_a_tiny_batch_to_full_train_accuracy():
+    data = make_split(20, n_classes=4, label_noise=1.0)  # nothing to generalise: it must memorise
+    result = train(config(hidden=(64,), epochs=150, batch_size=20), data, data, list(range(4)))
+    assert evaluate(result.model, data).accuracy == 1.0
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 10
+    assert [h["epoch"] for h in result.history] == list(range(1, 151))
+    assert result.epochs_run == 150 and result.best_epoch == 150  # no early stopping: the last epoch
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_every_optimizer_trains(optimizer):
+    data, val = make_split(48, seed=0), make_split(24, seed=1)
+    cfg = config(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01, momentum=0.9, epochs=8)
+    result = train(cfg, data, val, list(range(4)))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert evaluate(result.model, val).accuracy > 0.5  # 4 classes: chance is 0.25
+
+
+def test_history_columns_and_model_shape():
+    data, val = make_split(24, n_classes=3, seed=0), make_split(12, n_classes=3, seed=1)
+    result = train(config(hidden=(16, 8), epochs=3), data, val, [2, 5, 7])
+    assert isinstance(result.model, Classifier)
+    assert result.model.classes == [2, 5, 7]
+    assert result.model.arch.image_size == SIZE and result.model.arch.hidden == (16, 8)
+    assert not result.model.training
+    assert [set(h) for h in result.history] == [
+        {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"}
+    ] * 3
+    final = evaluate(result.model, val)
+    assert result.history[-1]["val_loss"] == final.loss  # history's last row is the returned model
+    assert final.probabilities.shape == (12, 3)
+    np.testing.assert_allclose(final.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_bytes_and_history_another_seed_differs():
+    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    cfg = config(dropout=0.3, augment=Augment(shift=0.1, rotate=10, scale=0.1), epochs=3)  # every random path
+    first, second = train(cfg, data, val, list(range(4))), train(cfg, data, val, list(range(4)))
+    assert model_bytes(first.model) == model_bytes(second.model)
+    assert first.history == second.history
+    other = train(dataclasses.replace(cfg, seed=1), data, val, list(range(4)))
+    assert model_bytes(other.model) != model_bytes(first.model)
+    assert other.history != first.history
+
+
+# --- early stopping -----------------------------------------------------------------------------
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    # Half the training labels are wrong: val loss first falls, then rises as the net memorises them.
+    data, val = make_split(24, seed=0, noise=60, label_noise=0.5), make_split(40, seed=1, noise=60)
+    cfg = config(hidden=(64,), lr=0.003, epochs=200, patience=3)
+    result = train(cfg, data, val, list(range(4)))
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.epochs_run < cfg.epochs
+    assert result.best_epoch > 1
+    assert len(result.history) == result.epochs_run
+    assert result.best_epoch == int(np.argmin(val_losses)) + 1
+    assert result.epochs_run == result.best_epoch + cfg.patience  # stops after `patience` epochs without a new low
+    assert val_losses[-1] > min(val_losses)  # so the last epoch's weights are not the best ones...
+    assert evaluate(result.model, val).loss == min(val_losses)  # ...and were replaced by the best epoch's
+
+
+def test_patience_that_never_runs_out_still_returns_the_best_epoch():
+    data, val = make_split(24, seed=0, noise=60, label_noise=0.5), make_split(40, seed=1, noise=60)
+    result = train(config(hidden=(64,), lr=0.01, epochs=20, patience=100), data, val, list(range(4)))
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.epochs_run == 20
+    assert 1 < result.best_epoch < 20
+    assert result.best_epoch == int(np.argmin(val_losses)) + 1
+    assert evaluate(result.model, val).loss == min(val_losses)
+
+
+# --- learning-rate schedules --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["none", "step", "cosine"])
+def test_schedule_moves_the_learning_rate(scheduler):
+    data = make_split(16, seed=0)
+    lr0, epochs, step_size, gamma = 0.01, 7, 2, 0.5
+    cfg = config(lr=lr0, epochs=epochs, scheduler=scheduler, step_size=step_size, gamma=gamma, batch_size=16)
+    lrs = [h["lr"] for h in train(cfg, data, data, list(range(4))).history]
+    epochs_done = range(epochs)  # the lr column is the rate used during the epoch: e epochs done before it
+    expected = {
+        "none": [lr0 for _ in epochs_done],
+        "step": [lr0 * gamma ** (e // step_size) for e in epochs_done],
+        "cosine": [lr0 * (1 + math.cos(math.pi * e / epochs)) / 2 for e in epochs_done],
+    }[scheduler]
+    assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    if scheduler == "step":
+        assert lrs[:4] == [lr0, lr0, lr0 * gamma, lr0 * gamma]
+
+
+# --- batch order --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_balanced_batches_hold_equal_class_counts(seed):
+    labels = torch.tensor([0] * 30 + [1] * 7)[torch.randperm(37, generator=torch.Generator().manual_seed(seed))]
+    order = _epoch_order(labels, True, torch.Generator().manual_seed(seed))
+    assert len(order) == 60  # both classes cycled up to the larger one
+    assert set(order.tolist()) == set(range(37))  # every image is used
+    picked = labels[order]
+    for batch_size in (2, 4, 6, 8, 10, 16, 32):
+        for start in range(0, len(order), batch_size):
+            counts = torch.bincount(picked[start : start + batch_size], minlength=2)
+            assert counts[0] == counts[1], (batch_size, start, counts.tolist())
+    minority = torch.bincount(order[picked == 1], minlength=37)[labels == 1]
+    assert minority.min() >= 30 // 7 and minority.max() <= -(-30 // 7)  # each minority image 4 or 5 times
+
+
+def test_balanced_batches_of_three_classes():
+    labels = torch.tensor([0] * 11 + [1] * 4 + [2] * 2)
+    order = _epoch_order(labels, True, torch.Generator().manual_seed(0))
+    picked = labels[order]
+    assert len(order) == 33
+    for batch_size in (3, 6, 9):
+        for start in range(0, len(order), batch_size):
+            assert torch.bincount(picked[start : start + batch_size], minlength=3).unique().numel() == 1
+
+
+def test_unbalanced_order_is_a_seeded_permutation():
+    labels = torch.tensor([0] * 30 + [1] * 7)
+    order = _epoch_order(labels, False, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(37))
+    assert order.tolist() != list(range(37))
+    assert torch.equal(order, _epoch_order(labels, False, torch.Generator().manual_seed(0)))
+    assert not torch.equal(order, _epoch_order(labels, False, torch.Generator().manual_seed(1)))
+
+
+def test_balanced_training_runs_and_counts_the_cycled_epoch():
+    pixels, labels = make_images(37, 2, seed=0)
+    labels = np.array([0] * 30 + [1] * 7)
+    data = Split.from_arrays(pixels, labels, CPU)
+    result = train(config(balanced=True, batch_size=8, epochs=2), data, data, [0, 1])
+    assert result.epochs_run == 2
+    assert all(0 <= h["train_accuracy"] <= 1 for h in result.history)
+
+
+# --- divergence ---------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_fails_with_the_epoch_and_a_lower_lr():
+    data = make_split(32, seed=0)
+    cfg = config(optimizer="sgd", lr=1e6, momentum=0.9, epochs=20)
+    with pytest.raises(PipelineError, match=r"diverged in epoch \d+") as failure:
+        train(cfg, data, data, list(range(4)), name="train_best")
+    message = str(failure.value)
+    assert "lower the learning rate" in message
+    assert "train_best" in message and "1e+06" in message
+
+
+# --- augmentation -------------------------------------------------------------------------------
+
+
+def test_augment_keeps_shapes_changes_pixels_and_is_seeded():
+    x = make_split(16, seed=0).x
+    cfg = Augment(shift=0.1, rotate=15, scale=0.1)
+    a = augment(x, SIZE, cfg, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert not torch.equal(a, x)
+    assert (a - x).abs().amax(dim=1).min() > 0  # every image moves
+    assert a.min() >= x.min() - 1e-6 and a.max() <= x.max() + 1e-6  # interpolation, border padding
+    assert torch.equal(a, augment(x, SIZE, cfg, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, augment(x, SIZE, cfg, torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("which", ["shift", "rotate", "scale"])
+def test_each_augmentation_alone_changes_pixels(which):
+    x = make_split(8, seed=0).x
+    cfg = Augment(**{which: 0.2 if which != "rotate" else 20.0})
+    assert cfg.enabled
+    assert not torch.equal(augment(x, SIZE, cfg, torch.Generator().manual_seed(0)), x)
+
+
+def test_augmented_training_differs_from_plain():
+    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    plain = train(config(epochs=2), data, val, list(range(4)))
+    jittered = train(config(epochs=2, augment=Augment(shift=0.1)), data, val, list(range(4)))
+    assert model_bytes(plain.model) != model_bytes(jittered.model)
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def _has_mps() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def test_cpu_and_auto_runtime():
+    assert setup_runtime(Runtime(device="cpu", threads=1)) == CPU
+    assert torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    expected = "cuda" if torch.cuda.is_available() else "mps" if _has_mps() else "cpu"
+    assert setup_runtime(Runtime(device="auto", threads=1)).type == expected
+
+
+@pytest.mark.parametrize("device, available", [("cuda", torch.cuda.is_available), ("mps", _has_mps)])
+def test_missing_device_is_a_clear_error(device, available):
+    if available():
+        pytest.skip(f"this machine has {device}")
+    with pytest.raises(
+        PipelineError, match=rf"runtime.device = '{device}', but this machine has no such device.*use auto or cpu"
+    ):
+        setup_runtime(Runtime(device=device, threads=1))
+
+
+@pytest.mark.parametrize("device, available", [("cuda", torch.cuda.is_available), ("mps", _has_mps)])
+def test_trains_on_accelerator_like_on_cpu(device, available):
+    if not available():
+        pytest.skip(f"no {device} on this machine")
+    dev = setup_runtime(Runtime(device=device, threads=1))
+    pixels, labels = make_images(48, 4, seed=0)
+    data = Split.from_arrays(pixels, labels, dev)
+    cfg = config(epochs=4, augment=Augment(shift=0.1), dropout=0.2)
+    result = train(cfg, data, data, list(range(4)))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert next(result.model.parameters()).device.type == device
+    again = train(cfg, data, data, list(range(4)))
+    assert model_bytes(result.model) == model_bytes(again.model)  # deterministic on the device too
+
+
+# --- ensembles ----------------------------------------------------------------------------------
+
+
+def test_ensemble_averages_its_members_probabilities():
+    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    cfg = config(ensemble=2, epochs=3, seed=5)
+    result = train(cfg, data, val, list(range(4)))
+    model = result.model
+    assert isinstance(model, Classifier) and len(model.members) == 2
+    with torch.no_grad():
+        members = [m(val.x).softmax(dim=1) for m in model.members]
+        combined = model(val.x).softmax(dim=1)
+    assert not torch.equal(members[0], members[1])
+    torch.testing.assert_close(combined, (members[0] + members[1]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(evaluate(model, val).probabilities, combined.numpy(), rtol=1e-5, atol=1e-6)
+    # member k is the network a single run with seed seed+k trains
+    for k in range(2):
+        single = train(dataclasses.replace(cfg, ensemble=1, seed=cfg.seed + k), data, val, list(range(4))).model
+        for (name, a), (_, b) in zip(
+            model.members[k].state_dict().items(), single.members[0].state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), (k, name)
+    assert len(result.history) == cfg.epochs  # the first member's history

@@ -1,0 +1,455 @@
+"""Failure behaviour (issue 6), end to end through the stage entry points.
+
+Every failing stage must exit 2 with one `error: ...` line that names the problem, print no
+traceback, and leave the outputs of the previous successful run byte-identical, with no
+temporary files behind. The stages run as `python stages/<stage>.py` in a tiny copy of the
+repository (see conftest.TinyRepo), as DVC runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signdigits import FORMAT_VERSION
+from signdigits.files import PipelineError, write_bytes_atomic
+
+OUTPUTS = (
+    "data/prepared/images.npz",
+    "data/split/split.npz",
+    "metrics/prepare.json",
+    "metrics/split.json",
+    "models/train_base.pt",
+    "metrics/train_base.json",
+    "plots/train_base/history.csv",
+)
+
+
+@pytest.fixture(scope="module")
+def trained_repo(tiny_repo_factory):
+    """prepare, split and train_base run once successfully: the earlier outputs every test protects."""
+    repo = tiny_repo_factory("failures")
+    for stage in ("prepare", "split", "train_base"):
+        repo.run(stage, check=True)
+    assert set(OUTPUTS) <= set(repo.snapshot())
+    return repo
+
+
+@pytest.fixture
+def repo(trained_repo, tmp_path):
+    """A private copy of the trained tiny repository, free to break."""
+    return trained_repo.copy_to(tmp_path / "repo")
+
+
+def assert_fails_cleanly(repo, stage: str, *expected: str, timeout: float = 120) -> str:
+    """Run the stage; exit 2, the expected text in its error line, outputs untouched, no temp files."""
+    before = repo.snapshot()
+    result = repo.run(stage, timeout=timeout)
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    message = result.stderr[result.stderr.index("error: ") :]
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "Traceback" not in result.stderr
+    assert repo.snapshot() == before, "an earlier output changed"
+    assert repo.temporary_files() == []
+    return message
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+PARAM_ERRORS = {
+    "unknown optimizer": (
+        "train_base",
+        {"train_base.optimizer": "rmsprop"},
+        ["train_base.optimizer = 'rmsprop'", "choose one of sgd, adam, adamw"],
+    ),
+    "negative lr": ("train_base", {"train_base.lr": -0.01}, ["train_base.lr = -0.01", "must be > 0"]),
+    "batch size 0": ("train_base", {"train_base.batch_size": 0}, ["train_base.batch_size = 0", "must be >= 1"]),
+    "fractions": ("split", {"split.train": 0.8}, ["split.train + split.val + split.test = 1.1", "sum to 1"]),
+    "binary digit 10": ("train_binary", {"train_binary.digits": [0, 10]}, ["train_binary.digits = [0, 10]", "<= 9"]),
+    "binary same digit": (
+        "train_binary",
+        {"train_binary.digits": [4, 4]},
+        ["train_binary.digits = [4, 4]", "two different digits"],
+    ),
+    "empty grid": ("sweep_exp2", {"exp2.batch_size": []}, ["exp2.batch_size = []", "at least 1 value"]),
+    "image size 4": ("prepare", {"prepare.image_size": 4}, ["prepare.image_size = 4", "must be >= 8"]),
+    "error in another section": ("prepare", {"train_exp1.optimizer": "sgdd"}, ["train_exp1.optimizer = 'sgdd'"]),
+    "unknown key": ("split", {"split.sed": 1}, ["unknown key split.sed", "seed"]),
+}
+
+
+@pytest.mark.parametrize("stage, changes, expected", PARAM_ERRORS.values(), ids=PARAM_ERRORS.keys())
+def test_bad_params_stop_the_stage(repo, stage, changes, expected):
+    repo.set_params(changes)
+    assert_fails_cleanly(repo, stage, "params.yaml: ", *expected)
+
+
+def test_batch_larger_than_the_training_part(repo):
+    """Checked once the data is loaded (140 training images here), before any training."""
+    repo.set_params({"train_base.batch_size": 1000})
+    message = assert_fails_cleanly(repo, "train_base", "train_base.batch_size = 1000", "larger than the 140 training")
+    assert "epoch" not in message
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def empty_folder(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_empty_raw_folder(repo):
+    empty_folder(repo.path / "data/raw")
+    assert_fails_cleanly(repo, "prepare", "data/raw: no digit folders")
+
+
+def test_digit_folder_without_images(repo):
+    empty_folder(repo.path / "data/raw/5")
+    (repo.path / "data/raw/5/.gitkeep").write_text("")  # hidden files do not count
+    assert_fails_cleanly(repo, "prepare", "data/raw/5: digit folder holds no images")
+
+
+def test_file_that_is_not_an_image(repo):
+    (repo.path / "data/raw/3/IMG_9999.JPG").write_text("these are notes, not a photo\n")
+    assert_fails_cleanly(repo, "prepare", "data/raw/3/IMG_9999.JPG: not a readable image", "on_bad_image: skip")
+
+
+def test_truncated_jpeg(repo):
+    victim = repo.path / "data/raw/7/IMG_1057.JPG"
+    assert victim.is_file()
+    truncate(victim)
+    assert_fails_cleanly(repo, "prepare", "data/raw/7/IMG_1057.JPG: not a readable image")
+
+
+def test_truncated_jpeg_skipped_when_asked(repo):
+    """The other policy: the stage succeeds, leaves the file out and counts it."""
+    truncate(repo.path / "data/raw/7/IMG_1057.JPG")
+    repo.set_params({"prepare.on_bad_image": "skip"})
+    result = repo.run("prepare", check=True)
+    assert "199 images" in result.stdout and "1 skipped" in result.stdout
+    assert "IMG_1057.JPG" in result.stderr
+
+
+def test_label_folder_that_is_not_a_digit(repo):
+    (repo.path / "data/raw/seven").mkdir()
+    (repo.path / "data/raw/7/IMG_1007.JPG").rename(repo.path / "data/raw/seven/IMG_1007.JPG")
+    assert_fails_cleanly(repo, "prepare", "data/raw/seven: label folder is not a digit 0-9")
+
+
+def test_prepared_file_from_an_older_pipeline(repo):
+    path = repo.path / "data/prepared/images.npz"
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["format_version"] = np.array(0)
+    np.savez_compressed(path, **arrays)
+    assert_fails_cleanly(
+        repo, "split", "data/prepared/images.npz: written by another version", f"format 0, expected {FORMAT_VERSION}"
+    )
+
+
+def test_prepared_file_that_is_not_an_npz(repo):
+    (repo.path / "data/prepared/images.npz").write_bytes(b"PK\x03\x04 but not really a zip")
+    assert_fails_cleanly(repo, "split", "data/prepared/images.npz: cannot read arrays", "rerun the stage")
+
+
+def test_split_file_from_an_older_pipeline(repo):
+    path = repo.path / "data/split/split.npz"
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files if name != "format_version"}
+    np.savez(path, format_version=np.array(0), **arrays)
+    assert_fails_cleanly(
+        repo, "train_base", "data/split/split.npz: written by another version", f"format 0, expected {FORMAT_VERSION}"
+    )
+
+
+# --- divergence ---------------------------------------------------------------------------------
+
+
+def test_divergence_stops_without_writing_a_model(repo):
+    """lr 10 is the largest params allow (1e6 is refused outright); with SGD it still blows up."""
+    repo.set_params({"train_base.lr": 10.0, "train_base.momentum": 0.9, "train_base.epochs": 50})
+    message = assert_fails_cleanly(repo, "train_base", "training diverged", "lower the learning rate", "No model")
+    assert re.search(r"in epoch \d+", message)
+
+
+def test_huge_lr_is_refused_before_training(repo):
+    repo.set_params({"train_base.lr": 1e6, "train_base.optimizer": "sgd"})
+    assert_fails_cleanly(repo, "train_base", "train_base.lr = 1000000.0", "must be <= 10")
+
+
+# --- interrupted stages -------------------------------------------------------------------------
+
+
+def wait_for_line(stream, pattern: str, timeout: float) -> list[str]:
+    """Lines read from stream until one matches pattern; fails after timeout seconds."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_training_leaves_earlier_outputs(repo, signum):
+    repo.set_params({"train_base.epochs": 10_000, "train_base.batch_size": 1})
+    before = repo.snapshot()
+    process = repo.popen("train_base", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(process.stderr, r"train_base epoch 1/10000", timeout=90)
+        process.send_signal(signum)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if signum == signal.SIGTERM:
+        assert code == 130  # run_stage turns SIGTERM into a clean interruption
+    else:
+        assert code == -signal.SIGKILL
+    assert repo.snapshot() == before
+    assert repo.temporary_files() == []
+
+
+# --- atomic writes (unit) -----------------------------------------------------------------------
+
+
+def test_write_bytes_atomic_replaces_and_cleans_up(tmp_path):
+    target = tmp_path / "out" / "file.bin"
+    write_bytes_atomic(target, b"one")
+    write_bytes_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
+    assert (target.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("failure", ["write", "fsync", "replace", "interrupt"])
+def test_write_bytes_atomic_keeps_the_old_file_when_writing_raises(tmp_path, monkeypatch, failure):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"previous model")
+    data: object = b"new model"
+    error: type[BaseException] = OSError
+    if failure == "write":
+        data, error = "text, not bytes", TypeError  # f.write raises half way
+    elif failure == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    elif failure == "replace":
+        monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError("read-only")))
+    else:
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+        error = KeyboardInterrupt
+    with pytest.raises(error):
+        write_bytes_atomic(target, data)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+# --- model files --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A real, small model file: 16x16 pixels, one hidden layer of 8, ten classes."""
+    import torch
+
+    from signdigits.model import MLP, Arch, Classifier, save_model
+
+    torch.manual_seed(0)
+    arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
+    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(256), torch.ones(256))])
+    return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
+
+
+class MakesMarker:
+    """Unpickling this calls open(marker, 'w'): code from the file running on load."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def malicious_model(path: Path, marker: Path) -> Path:
+    import torch
+
+    payload = {"format_version": FORMAT_VERSION, "arch": MakesMarker(marker), "members": []}
+    torch.save(payload, path)
+    return path
+
+
+def test_model_file_round_trip(model_file):
+    from signdigits.model import load_model
+
+    model = load_model(model_file, image_size=16, n_classes=10, hidden=(8,))
+    assert model.classes == list(range(10)) and not model.training
+
+
+def test_missing_model_file(tmp_path):
+    from signdigits.model import load_model
+
+    with pytest.raises(PipelineError, match="file not found"):
+        load_model(tmp_path / "models" / "train_best.pt")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_truncated_model_file(model_file, tmp_path, keep):
+    from signdigits.model import load_model
+
+    data = model_file.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(PipelineError) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+    assert "truncated" in str(info.value) or "damaged" in str(info.value)
+
+
+def test_foreign_model_files(tmp_path):
+    import torch
+
+    from signdigits.model import load_model
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    other_zip = tmp_path / "archive.pt"
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("readme.txt", "not a model")
+    other_torch = tmp_path / "state_dict.pt"
+    torch.save({"weight": torch.zeros(2, 2)}, other_torch)
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    for path in (text, other_zip, other_torch, tensor):
+        with pytest.raises(PipelineError) as info:
+            load_model(path)
+        assert str(path) in str(info.value)
+        assert "signdigits model file" in str(info.value) or "damaged" in str(info.value), str(info.value)
+
+
+def test_model_file_of_another_format_version(model_file, tmp_path):
+    import torch
+
+    from signdigits.model import load_model
+
+    payload = torch.load(model_file, weights_only=True)
+    payload["format_version"] = 0
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=f"format {FORMAT_VERSION} \\(found 0\\)"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "check, expected",
+    [
+        ({"hidden": (128,)}, "model has hidden (8,), expected (128,)"),
+        ({"n_classes": 2}, "model has n_classes 10, expected 2"),
+        ({"image_size": 28}, "model has image_size 16, expected 28"),
+    ],
+)
+def test_model_of_another_architecture(model_file, check, expected):
+    from signdigits.model import load_model
+
+    with pytest.raises(PipelineError) as info:
+        load_model(model_file, **check)
+    assert expected in str(info.value)
+    assert "256-8-10" in str(info.value)
+
+
+def test_malicious_pickle_is_refused_and_never_run(tmp_path):
+    import torch
+
+    from signdigits.model import load_model
+
+    # the control: loaded the unsafe way, this file does create its marker
+    control_marker = tmp_path / "control_marker"
+    torch.load(malicious_model(tmp_path / "control.pt", control_marker), weights_only=False)
+    assert control_marker.exists()
+
+    marker = tmp_path / "marker"
+    path = malicious_model(tmp_path / "evil.pt", marker)
+    with pytest.raises(PipelineError) as info:
+        load_model(path)
+    assert "refused" in str(info.value) and str(path) in str(info.value)
+    assert not marker.exists()
+
+
+# --- the predict command ------------------------------------------------------------------------
+
+
+predict_missing = pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[1] / "src/signdigits/predict.py").is_file(), reason="no predict command yet"
+)
+
+
+@predict_missing
+def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
+    from signdigits.predict import main
+
+    image = tmp_path / "IMG_1.JPG"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
+    assert main([str(image), "--model", str(model_file)]) == 0  # the control: a good model answers
+    capsys.readouterr()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model_file.read_bytes()[:1000])
+    cases = {tmp_path / "missing.pt": "file not found", truncated: "not a signdigits model file"}
+    for path, expected in cases.items():
+        assert main([str(image), "--model", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and str(path) in err
+
+
+@predict_missing
+def test_predict_cli_refuses_a_malicious_model(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "IMG_1.JPG"
+    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
+    marker = tmp_path / "marker"
+    path = malicious_model(tmp_path / "evil.pt", marker)
+    result = subprocess.run(
+        [sys.executable, "-m", "signdigits.predict", str(image), "--model", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refused" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_too_few_signers_for_a_split(tiny_repo_factory):
+    """Two signers cannot fill train, val and test: split stops instead of writing an empty part."""
+    repo = tiny_repo_factory("two_signers", per_digit=2)
+    repo.run("prepare", check=True)
+    assert_fails_cleanly(repo, "split", "the val and test parts would be empty", "20 images from 2 signers")
+    assert not (repo.path / "data/split/split.npz").exists()

@@ -1,0 +1,289 @@
+"""Metrics (issues 4 and 5) agree with scikit-learn and scipy; evaluate's numbers are scikit-learn's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as sk
+
+from signdigits import paths
+from signdigits.engine import Split, train
+from signdigits.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
+from signdigits.files import PipelineError, write_arrays
+from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, mcnemar, roc_auc, rounded
+from signdigits.model import save_model
+from signdigits.params import EvaluateParams, TrainParams
+
+binomtest = pytest.importorskip("scipy.stats").binomtest
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- classification scores ----------------------------------------------------------------------
+
+
+def random_predictions(seed: int, n: int, k: int, never_predicted: int | None = None, never_actual: int | None = None):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, k, size=n)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, size=n))  # better than chance
+    if never_predicted is not None:
+        y_pred[y_pred == never_predicted] = (never_predicted + 1) % k
+    if never_actual is not None:
+        y_true[y_true == never_actual] = (never_actual + 1) % k
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k, never_predicted, never_actual", [(10, None, None), (5, 3, None), (4, 0, 2), (2, 1, None)])
+def test_classification_scores_equal_scikit_learn(seed, k, never_predicted, never_actual):
+    y_true, y_pred = random_predictions(seed, 60, k, never_predicted, never_actual)
+    labels = list(range(k))
+    classes = [10 + 3 * c for c in labels]  # any digits: scores go by index, keys by class
+    scores = classification_scores(y_true, y_pred, classes)
+    assert scores["accuracy"] == pytest.approx(sk.accuracy_score(y_true, y_pred), abs=1e-12)
+    p, r, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    assert scores["precision_macro"] == pytest.approx(p, abs=1e-12)
+    assert scores["recall_macro"] == pytest.approx(r, abs=1e-12)
+    assert scores["f1_macro"] == pytest.approx(f, abs=1e-12)
+    p, r, f, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    assert list(scores["per_class"]) == [str(c) for c in classes]
+    for i, c in enumerate(classes):
+        got = scores["per_class"][str(c)]
+        assert got["precision"] == pytest.approx(p[i], abs=1e-12), (c, "precision")
+        assert got["recall"] == pytest.approx(r[i], abs=1e-12), (c, "recall")
+        assert got["f1"] == pytest.approx(f[i], abs=1e-12), (c, "f1")
+        assert got["support"] == support[i]
+    if never_predicted is not None:
+        assert scores["per_class"][str(classes[never_predicted])]["precision"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_confusion_matrix_equals_scikit_learn(seed):
+    y_true, y_pred = random_predictions(seed, 80, 6, never_predicted=2)
+    expected = sk.confusion_matrix(y_true, y_pred, labels=list(range(6)))
+    assert np.array_equal(confusion_matrix(y_true, y_pred, 6), expected)
+
+
+def test_perfect_and_empty_scores():
+    y = np.array([0, 1, 2, 2, 1])
+    perfect = classification_scores(y, y, [0, 1, 2])
+    assert perfect["accuracy"] == perfect["f1_macro"] == perfect["precision_macro"] == perfect["recall_macro"] == 1.0
+    empty = classification_scores(np.array([], int), np.array([], int), [0, 1])
+    assert empty["accuracy"] == 0.0 and empty["f1_macro"] == 0.0
+
+
+# --- ROC AUC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("decimals", [None, 1, 0])  # 0 and 1 decimal places: many ties
+def test_roc_auc_equals_scikit_learn(seed, decimals):
+    rng = np.random.default_rng(seed)
+    y = rng.random(50) < 0.4
+    scores = np.clip(rng.normal(0.5 + 0.2 * y, 0.3), 0, 1)
+    if decimals is not None:
+        scores = np.round(scores, decimals)
+    assert roc_auc(y, scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
+    assert roc_auc(y.astype(int), scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_roc_auc_edge_cases():
+    y = np.array([0, 1, 0, 1, 1])
+    assert roc_auc(y, np.full(5, 0.3)) == 0.5  # all tied
+    assert roc_auc(y, y * 0.9) == 1.0
+    assert roc_auc(y, 1 - y) == 0.0
+    assert math.isnan(roc_auc(np.ones(4), np.arange(4.0)))  # one class only: undefined
+    assert math.isnan(roc_auc(np.zeros(4), np.arange(4.0)))
+
+
+# --- bootstrap ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, rate", [(40, 0.9), (400, 0.8), (200, 0.5)])
+def test_bootstrap_interval_contains_the_accuracy_and_is_seeded(n, rate):
+    correct = np.random.default_rng(0).random(n) < rate
+    accuracy = correct.mean()
+    low, high = bootstrap_accuracy(correct, 1000, seed=3)
+    assert low <= accuracy <= high
+    assert 0 <= low < high <= 1
+    assert (low, high) == bootstrap_accuracy(correct, 1000, seed=3)
+    assert len({bootstrap_accuracy(correct, 1000, seed=s) for s in range(5)}) > 1  # the seed matters
+    # about +-1.96 standard errors of a proportion
+    half_width = 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.25)
+
+
+def test_bootstrap_of_all_correct_or_all_wrong():
+    assert bootstrap_accuracy(np.ones(30, bool), 100, seed=0) == (1.0, 1.0)
+    assert bootstrap_accuracy(np.zeros(30, bool), 100, seed=0) == (0.0, 0.0)
+
+
+# --- McNemar ------------------------------------------------------------------------------------
+
+
+def paired(both: int, only_old: int, only_new: int, neither: int, seed: int = 0):
+    outcomes = [(1, 1)] * both + [(1, 0)] * only_old + [(0, 1)] * only_new + [(0, 0)] * neither
+    outcomes = np.array(outcomes, dtype=bool).reshape(-1, 2)
+    outcomes = outcomes[np.random.default_rng(seed).permutation(len(outcomes))]
+    return outcomes[:, 0], outcomes[:, 1]
+
+
+def test_mcnemar_known_small_case():
+    old, new = paired(both=20, only_old=1, only_new=8, neither=5)
+    result = mcnemar(old, new)
+    assert result["only_old_correct"] == 1 and result["only_new_correct"] == 8
+    # exact two-sided: 2 * P(X <= 1), X ~ Binomial(9, 1/2) = 2 * (1 + 9) / 512
+    assert result["p_value"] == pytest.approx(2 * (1 + 9) / 2**9, rel=1e-12)
+    assert result["p_value"] == pytest.approx(binomtest(1, 9, 0.5).pvalue, rel=1e-12)
+
+
+@pytest.mark.parametrize("b, c", [(0, 1), (0, 6), (3, 3), (2, 5), (7, 4), (10, 25), (0, 30), (40, 41), (90, 130)])
+def test_mcnemar_equals_scipy_exact_binomial(b, c):
+    old, new = paired(both=15, only_old=b, only_new=c, neither=4, seed=b + c)
+    result = mcnemar(old, new)
+    assert (result["only_old_correct"], result["only_new_correct"]) == (b, c)
+    assert result["p_value"] == pytest.approx(binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9, abs=1e-300)
+    swapped = mcnemar(new, old)
+    assert (swapped["only_old_correct"], swapped["only_new_correct"]) == (c, b)
+    assert swapped["p_value"] == result["p_value"]
+
+
+def test_mcnemar_agreeing_models():
+    old, new = paired(both=30, only_old=0, only_new=0, neither=7)
+    assert mcnemar(old, new) == {"only_old_correct": 0, "only_new_correct": 0, "p_value": 1.0}
+    assert mcnemar(np.array([], bool), np.array([], bool))["p_value"] == 1.0
+
+
+def test_rounded_rounds_every_float_in_nested_data():
+    data = {"a": 0.1234567891, "b": [1.00000049, 2, "x", (3.3333333333,)], "c": {"d": True, "e": None}}
+    assert rounded(data) == {"a": 0.123457, "b": [1.0, 2, "x", [3.333333]], "c": {"d": True, "e": None}}
+
+
+# --- evaluate: a tiny fake pipeline layout ------------------------------------------------------
+
+SIZE = 8
+
+
+def write_layout(root, n: int = 120, seed: int = 0):
+    """data/prepared/images.npz and data/split/split.npz under root: n images of 10 digits, 8x8.
+
+    Images 0..59 train, 60..89 val, 90..n-1 test: every part holds every digit.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(10, SIZE, SIZE))
+    labels = np.arange(n, dtype=np.int64) % 10
+    pixels = np.clip(prototypes[labels] + rng.normal(0, 110, size=(n, SIZE, SIZE)), 0, 255).astype(np.uint8)
+    files = np.array([f"{d}/IMG_{i:04d}.JPG" for i, d in enumerate(labels)])
+    write_arrays(
+        root / paths.PREPARED, pixels=pixels, labels=labels, signers=np.arange(n, dtype=np.int32) // 10, files=files
+    )
+    idx = np.arange(n)
+    write_arrays(root / paths.SPLIT, train=idx[:60], val=idx[60:90], test=idx[90:])
+    return pixels, labels, files, idx[90:]
+
+
+def quick_model(pixels, labels, digits, epochs=3, seed=0):
+    keep = np.isin(labels[:60], digits)
+    to_index = {d: i for i, d in enumerate(digits)}
+    y = np.array([to_index[d] for d in labels[:60][keep]])
+    data = Split.from_arrays(pixels[:60][keep], y, torch.device("cpu"))
+    cfg = TrainParams(hidden=(16,), dropout=0.0, optimizer="adam", lr=0.01, batch_size=8, epochs=epochs, seed=seed)
+    return train(cfg, data, data, list(digits)).model
+
+
+def test_evaluate_numbers_equal_scikit_learn(tmp_path, monkeypatch):
+    pixels, labels, files, test = write_layout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    models = {
+        "full": quick_model(pixels, labels, list(range(10))),
+        "pair": quick_model(pixels, labels, [3, 7], epochs=2),
+    }
+    for name, model in models.items():
+        save_model(model, paths.model_path(name))
+    results = evaluate_models(("full", "pair"), EvaluateParams(bootstrap=300, seed=0), torch.device("cpu"))
+    assert [r.name for r in results] == ["full", "pair"]
+    for result in results:
+        model = models[result.name]
+        classes = np.array(model.classes)
+        idx = test[np.isin(labels[test], classes)]  # only the model's digits
+        with torch.no_grad():
+            x = torch.from_numpy(pixels[idx].reshape(len(idx), -1)).float() / 255.0
+            probs = model(x).softmax(dim=1).numpy()
+        actual, predicted = labels[idx], classes[probs.argmax(axis=1)]
+        if result.name == "full":
+            assert 0 < sk.accuracy_score(actual, predicted) < 1  # a test that has both right and wrong answers
+        assert np.array_equal(result.actual, actual)
+        assert np.array_equal(result.predicted, predicted)
+        assert np.array_equal(result.files, files[idx])
+        assert np.array_equal(result.pixels, pixels[idx])
+        np.testing.assert_allclose(result.probability, probs.max(axis=1), rtol=1e-5)
+        scores = result.scores
+        assert scores["accuracy"] == pytest.approx(sk.accuracy_score(actual, predicted), abs=1e-12)
+        for average in ("macro", None):
+            p, r, f, support = sk.precision_recall_fscore_support(
+                actual, predicted, labels=classes, average=average, zero_division=0
+            )
+            if average:
+                assert (scores["precision_macro"], scores["recall_macro"], scores["f1_macro"]) == pytest.approx(
+                    (p, r, f)
+                )
+            else:
+                per_class = scores["per_class"]
+                assert [per_class[str(c)]["precision"] for c in classes] == pytest.approx(p)
+                assert [per_class[str(c)]["recall"] for c in classes] == pytest.approx(r)
+                assert [per_class[str(c)]["f1"] for c in classes] == pytest.approx(f)
+                assert [per_class[str(c)]["support"] for c in classes] == list(support)
+        assert scores["loss"] == pytest.approx(sk.log_loss(actual, probs, labels=classes), rel=1e-4)
+        assert scores["images"] == len(idx)
+        assert scores["correct"] == int((actual == predicted).sum()) and scores["wrong"] == int(
+            (actual != predicted).sum()
+        )
+        low, high = scores["accuracy_ci95"]
+        assert low <= scores["accuracy"] <= high
+        assert scores["ensemble"] == 1
+        assert np.array_equal(confusion(result), sk.confusion_matrix(actual, predicted, labels=classes))
+    full, pair = results
+    assert full.scores["architecture"] == "64-16-10" and pair.scores["architecture"] == "64-16-2"
+    assert "roc_auc" not in full.scores
+    idx = test[np.isin(labels[test], [3, 7])]
+    with torch.no_grad():
+        x = torch.from_numpy(pixels[idx].reshape(len(idx), -1)).float() / 255.0
+        p7 = models["pair"](x).softmax(dim=1)[:, 1].numpy()
+    assert pair.scores["roc_auc"] == pytest.approx(sk.roc_auc_score(labels[idx] == 7, p7), abs=1e-12)
+
+
+def test_predictions_csv_round_trips(tmp_path, monkeypatch):
+    pixels, labels, files, test = write_layout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    save_model(quick_model(pixels, labels, [2, 5, 8]), paths.model_path("m"))
+    (result,) = evaluate_models(("m",), EvaluateParams(bootstrap=50), torch.device("cpu"))
+    text = predictions_csv(result)
+    lines = text.splitlines()
+    assert lines[0] == "file,actual,predicted,probability"
+    assert len(lines) == len(result.files) + 1 == int(np.isin(labels[test], [2, 5, 8]).sum()) + 1
+    assert read_predictions(text) == {
+        str(f): (int(a), int(p)) for f, a, p in zip(result.files, result.actual, result.predicted, strict=True)
+    }
+    probabilities = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
+    np.testing.assert_allclose(probabilities, result.probability, atol=5e-7)
+
+
+def test_evaluate_refuses_a_model_of_another_image_size(tmp_path, monkeypatch):
+    write_layout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    pixels12, labels12 = rng.integers(0, 256, size=(20, 12, 12)).astype(np.uint8), np.arange(20) % 10
+    data = Split.from_arrays(pixels12, labels12, torch.device("cpu"))
+    cfg = TrainParams(hidden=(8,), dropout=0.0, batch_size=10, epochs=1)
+    save_model(train(cfg, data, data, list(range(10))).model, paths.model_path("big"))
+    with pytest.raises(PipelineError, match="image_size 12, expected 8"):
+        evaluate_models(("big",), EvaluateParams(), torch.device("cpu"))

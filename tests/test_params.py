@@ -1,0 +1,228 @@
+"""params.yaml validation (issue 2): every error names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from signdigits.files import PipelineError
+from signdigits.params import (
+    Params,
+    TrainParams,
+    load_params,
+    parse_params,
+    require_batch_fits,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_changes(changes: dict) -> dict:
+    """The real params.yaml as PyYAML reads it, with dotted keys set (value None deletes nothing)."""
+    raw = copy.deepcopy(REAL)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
+
+
+def error_of(changes: dict) -> str:
+    with pytest.raises(PipelineError) as info:
+        parse_params(with_changes(changes))
+    return str(info.value)
+
+
+def test_real_params_yaml_loads():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.final.optimizer == raw["optimizer"]
+    assert params.final.hidden == tuple(raw["hidden"])
+    assert params.final.augment.rotate == float(raw["augment"]["rotate"])
+    assert params.train_binary.digits == tuple(raw["train_binary"]["digits"])
+    assert params.train_binary.model.balanced is True
+    assert params.train_base.optimizer == "sgd" and params.train_base.lr == 0.01
+    assert params.split.strategy == "signer"
+    assert math.isclose(params.split.train + params.split.val + params.split.test, 1.0)
+    assert len(params.exp2.grid()) == 16
+    assert all(isinstance(cfg, TrainParams) for cfg in params.exp2.grid())
+    assert params.prepare.image_size == 28 and params.prepare.on_bad_image == "fail"
+
+
+def test_missing_sections_take_defaults():
+    params = parse_params({})
+    assert params.prepare.image_size == 28
+    assert params.split.strategy == "signer"
+    assert params.final == TrainParams()
+
+
+SPELLINGS = {
+    "top level": ("lr: 1e-4\n", "lr: 0.0001\n", lambda p: p.final.lr, 0.0001),
+    "in a section": ("train_base:\n  lr: 1e-4\n", "train_base:\n  lr: 0.0001\n", lambda p: p.train_base.lr, 0.0001),
+    "in a grid list": (
+        "exp2:\n  lr: [1e-4, 2.5e-3]\n",
+        "exp2:\n  lr: [0.0001, 0.0025]\n",
+        lambda p: p.exp2.lr,
+        (0.0001, 0.0025),
+    ),
+}
+
+
+@pytest.mark.parametrize("text_e, text_dot, get, expected", SPELLINGS.values(), ids=SPELLINGS.keys())
+def test_both_number_spellings_give_the_same_float(text_e, text_dot, get, expected, tmp_path):
+    """PyYAML reads a hand-typed 1e-4 as the string '1e-4'; DVC (-S lr=0.0001) writes a float."""
+    assert "'1e-4'" in repr(yaml.safe_load(text_e))  # the premise: PyYAML keeps it a string
+    (tmp_path / "e.yaml").write_text(text_e)
+    (tmp_path / "dot.yaml").write_text(text_dot)
+    a, b = load_params(tmp_path / "e.yaml"), load_params(tmp_path / "dot.yaml")
+    assert a == b
+    assert get(a) == expected
+    values = get(a) if isinstance(get(a), tuple) else (get(a),)
+    assert all(type(v) is float for v in values)
+
+
+def test_integers_are_accepted_for_floats():
+    params = parse_params(with_changes({"lr": 1, "train_base.weight_decay": 0}))
+    assert params.final.lr == 1.0 and type(params.final.lr) is float
+    assert type(params.train_base.weight_decay) is float
+
+
+# (changes, substrings the message must hold: the key, the value, what is allowed)
+ERRORS = {
+    # unknown keys
+    "unknown top-level key": (
+        {"learning_rate": 0.1},
+        ["unknown key learning_rate", "allowed here", "lr", "train_base"],
+    ),
+    "unknown key in prepare": ({"prepare.size": 28}, ["unknown key prepare.size", "allowed here", "image_size"]),
+    "unknown key in train_base": ({"train_base.lrate": 0.1}, ["unknown key train_base.lrate", "lr", "momentum"]),
+    "unknown key in train_binary": ({"train_binary.digit": [0, 1]}, ["unknown key train_binary.digit", "digits"]),
+    "unknown key in exp2": ({"exp2.lrs": [0.1]}, ["unknown key exp2.lrs", "lr", "jobs"]),
+    "unknown key in augment": ({"augment.flip": 1}, ["unknown key augment.flip", "shift", "rotate", "scale"]),
+    "unknown key in runtime": ({"runtime.gpu": True}, ["unknown key runtime.gpu", "device", "threads"]),
+    # wrong types
+    "int given a word": ({"epochs": "ten"}, ["epochs = 'ten'", "must be an integer"]),
+    "int given a float": ({"train_base.batch_size": 32.5}, ["train_base.batch_size = 32.5", "must be an integer"]),
+    "int given a bool": ({"seed": True}, ["seed = True", "must be an integer"]),
+    "float given a word": ({"train_base.lr": "fast"}, ["train_base.lr = 'fast'", "must be a number"]),
+    "float given nan": ({"lr": float("nan")}, ["lr = nan", "must be a number"]),
+    "float given a bool": ({"dropout": False}, ["dropout = False", "must be a number"]),
+    "bool given a string": ({"balanced": "yes"}, ["balanced = 'yes'", "must be true or false"]),
+    "str given a number": ({"optimizer": 3}, ["optimizer = 3", "must be a string"]),
+    "list item of wrong type": ({"hidden": [128, "wide"]}, ["hidden[1] = 'wide'", "must be an integer"]),
+    "section not a mapping": ({"prepare": [28]}, ["prepare must be a mapping", "[28]"]),
+    "nested section not a mapping": ({"augment": 0.1}, ["augment must be a mapping", "0.1"]),
+    # out of range
+    "negative lr": ({"train_base.lr": -0.01}, ["train_base.lr = -0.01", "must be > 0"]),
+    "zero lr": ({"lr": 0}, ["lr = 0.0", "must be > 0"]),
+    "huge lr": ({"train_base.lr": 1e6}, ["train_base.lr = 1000000.0", "must be <= 10"]),
+    "batch size 0": ({"train_base.batch_size": 0}, ["train_base.batch_size = 0", "must be >= 1"]),
+    "epochs 0": ({"train_exp1.epochs": 0}, ["train_exp1.epochs = 0", "must be >= 1"]),
+    "dropout 1": ({"dropout": 1.0}, ["dropout = 1.0", "must be < 1"]),
+    "momentum negative": ({"momentum": -0.5}, ["momentum = -0.5", "must be >= 0"]),
+    "hidden width 0": ({"train_exp1.hidden": [256, 0]}, ["train_exp1.hidden = [256, 0]", "must be >= 1"]),
+    "threads 0": ({"runtime.threads": 0}, ["runtime.threads = 0", "must be >= 1"]),
+    "augment rotate": ({"augment.rotate": 270}, ["augment.rotate = 270.0", "must be <= 180"]),
+    "split fraction 0": ({"split.val": 0.0}, ["split.val = 0.0", "must be > 0"]),
+    "negative seed": ({"split.seed": -1}, ["split.seed = -1", "must be >= 0"]),
+    "bootstrap too few": ({"evaluate.bootstrap": 5}, ["evaluate.bootstrap = 5", "must be >= 10"]),
+    "grid lr out of range": ({"exp2.lr": [0.01, -1]}, ["exp2.lr = [0.01, -1.0]", "must be > 0"]),
+    "image size 4": ({"prepare.image_size": 4}, ["prepare.image_size = 4", "must be >= 8"]),
+    "image size 7": ({"prepare.image_size": 7}, ["prepare.image_size = 7", "must be >= 8"]),
+    # unknown choices
+    "optimizer": ({"optimizer": "rmsprop"}, ["optimizer = 'rmsprop'", "choose one of sgd, adam, adamw"]),
+    "stage optimizer": ({"train_base.optimizer": "lbfgs"}, ["train_base.optimizer = 'lbfgs'", "sgd, adam, adamw"]),
+    "grid optimizer": ({"exp2.optimizer": ["adam", "nadam"]}, ["exp2.optimizer = ['adam', 'nadam']", "sgd, adam"]),
+    "scheduler": ({"scheduler": "exponential"}, ["scheduler = 'exponential'", "choose one of none, step, cosine"]),
+    "device": ({"runtime.device": "gpu"}, ["runtime.device = 'gpu'", "choose one of auto, cpu, cuda, mps"]),
+    "split strategy": ({"split.strategy": "stratified"}, ["split.strategy = 'stratified'", "signer, random"]),
+    "on_bad_image": ({"prepare.on_bad_image": "ignore"}, ["prepare.on_bad_image = 'ignore'", "fail, skip"]),
+    # fractions
+    "fractions sum above 1": ({"split.train": 0.8}, ["split.train + split.val + split.test = 1.1", "must sum to 1"]),
+    "fractions sum below 1": ({"split.test": 0.05}, ["split.train + split.val + split.test = 0.9", "must sum to 1"]),
+    # binary digits
+    "binary digit 10": ({"train_binary.digits": [0, 10]}, ["train_binary.digits = [0, 10]", "must be <= 9"]),
+    "binary digit -1": ({"train_binary.digits": [-1, 3]}, ["train_binary.digits = [-1, 3]", "must be >= 0"]),
+    "binary same digit": ({"train_binary.digits": [3, 3]}, ["train_binary.digits = [3, 3]", "two different digits"]),
+    "binary one digit": ({"train_binary.digits": [3]}, ["train_binary.digits = [3]", "two different digits"]),
+    "binary three digits": ({"train_binary.digits": [1, 2, 3]}, ["train_binary.digits = [1, 2, 3]", "two different"]),
+    # empty grid lists
+    "empty grid lr": ({"exp2.lr": []}, ["exp2.lr = []", "at least 1 value"]),
+    "empty grid batch_size": ({"exp2.batch_size": []}, ["exp2.batch_size = []", "at least 1 value"]),
+    "empty grid epochs": ({"exp2.epochs": []}, ["exp2.epochs = []", "at least 1 value"]),
+    "empty grid optimizer": ({"exp2.optimizer": []}, ["exp2.optimizer = []", "at least 1 value"]),
+}
+
+
+@pytest.mark.parametrize("changes, expected", ERRORS.values(), ids=ERRORS.keys())
+def test_error_names_key_value_and_what_is_allowed(changes, expected):
+    message = error_of(changes)
+    assert message.startswith("params.yaml: ")
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"prepare.image_size": 8},
+        {"train_binary.digits": [9, 0]},
+        {"exp2.lr": [0.5]},
+        {"split.train": 0.8, "split.val": 0.1, "split.test": 0.1},
+        {"split.train": 0.7, "split.val": 0.2, "split.test": 0.1},  # 0.7 + 0.2 + 0.1 != 1.0 in floats
+        {"lr": 10},
+        {"hidden": 64},  # a single width may be written without brackets
+    ],
+)
+def test_boundary_values_are_accepted(changes):
+    parse_params(with_changes(changes))
+
+
+def test_single_width_becomes_a_tuple():
+    assert parse_params(with_changes({"hidden": 64})).final.hidden == (64,)
+
+
+def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(PipelineError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [0.1\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_params(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- lr\n- 0.1\n")
+    with pytest.raises(PipelineError, match="top level must be a mapping"):
+        load_params(top)
+
+
+def test_load_params_file_errors_name_the_key(tmp_path):
+    """Through the file, as the stages read it: a typo in a hand-edited params.yaml."""
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("optimizer: sgd", "optimizer: sdg", 1))
+    with pytest.raises(PipelineError) as info:
+        load_params(path)
+    assert "train_base.optimizer = 'sdg'" in str(info.value)
+    assert "choose one of sgd, adam, adamw" in str(info.value)
+
+
+def test_params_are_frozen():
+    params = parse_params({})
+    with pytest.raises(AttributeError):
+        params.final.lr = 1.0  # type: ignore[misc]
+
+
+def test_require_batch_fits():
+    require_batch_fits("train_base.batch_size", 32, 32)
+    with pytest.raises(PipelineError) as info:
+        require_batch_fits("train_base.batch_size", 33, 32)
+    message = str(info.value)
+    assert "train_base.batch_size = 33" in message
+    assert "larger than the 32 training images" in message

@@ -1,0 +1,134 @@
+"""End to end, in a fresh clone of this repository: the promises the README makes.
+
+One clone is shared by the tests of this module, which run in order: reproduce everything,
+check the committed outputs, push and pull through a DVC remote, then run experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run with this venv's python and dvc first on PATH, as `make` does."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def git_clone(source: Path, target: Path) -> Path:
+    run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
+    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=target)
+    run(["git", "config", "user.name", "signdigits tests"], cwd=target)
+    return target
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of the committed HEAD with the whole pipeline run from scratch (no DVC cache)."""
+    path = git_clone(REPO, tmp_path_factory.mktemp("fresh") / "signdigits")
+    done = run(["dvc", "repro", "--force"], cwd=path)
+    assert stages_run(done.stdout) == [
+        "prepare", "split", "train_binary", "train_base", "train_exp1", "sweep_exp2", "train_best", "evaluate",
+    ]  # fmt: skip
+    return path
+
+
+def test_fresh_clone_reproduces_committed_lock_and_metrics_bit_for_bit(clone):
+    changed = run(["git", "status", "--porcelain"], cwd=clone).stdout
+    assert changed == "", f"a fresh `dvc repro --force` changed committed files:\n{changed}"
+    assert "up to date" in run(["dvc", "status"], cwd=clone).stdout
+
+
+def test_every_plot_renders(clone):
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], cwd=clone).stdout)
+    assert "errors" not in shown
+    ids = set(shown["data"])
+    assert {"Validation accuracy per epoch", "Validation loss per epoch", "Training loss per epoch"} <= ids
+    for model in ("train_binary", "train_base", "train_exp1", "train_best"):
+        assert f"plots/evaluate/predictions_{model}.csv" in ids
+        assert f"plots/figures/curves_{model}.png" in ids
+    assert {"plots/sweep/results.csv", "plots/figures/sweep.png", "plots/figures/misclassified_train_best.png"} <= ids
+
+
+def test_final_model_meets_the_target(clone):
+    evaluation = json.loads((clone / "metrics/evaluate.json").read_text())["models"]
+    assert evaluation["train_best"]["accuracy"] >= 0.95
+    assert (
+        evaluation["train_best"]["accuracy"]
+        > evaluation["train_exp1"]["accuracy"]
+        > evaluation["train_base"]["accuracy"]
+    )
+    report = (clone / "metrics/report.md").read_text()
+    for table in range(1, 9):
+        assert f"## Table {table}:" in report
+
+
+def test_push_to_a_local_remote_then_a_new_clone_pulls_with_nothing_to_rerun(clone, tmp_path):
+    run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")], cwd=clone)
+    run(["git", "commit", "--quiet", "-am", "Add a DVC remote"], cwd=clone)
+    run(["dvc", "push"], cwd=clone)
+    second = git_clone(clone, tmp_path / "second")
+    run(["dvc", "pull"], cwd=second)
+    assert "up to date" in run(["dvc", "status"], cwd=second).stdout
+    assert stages_run(run(["dvc", "repro"], cwd=second).stdout) == []
+    assert (second / "models/train_best.pt").read_bytes() == (clone / "models/train_best.pt").read_bytes()
+
+
+def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(clone):
+    done = run(["dvc", "exp", "run", "-S", "lr=0.002"], cwd=clone)
+    assert stages_run(done.stdout) == ["train_best", "evaluate"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], cwd=clone).stdout)
+    assert any(key.startswith("models.train_best.") for key in diff["metrics/evaluate.json"])
+    assert "models.train_base.accuracy" not in diff["metrics/evaluate.json"]
+    assert "val.loss" in diff["metrics/train_best.json"]
+    experiments = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
+    assert len(experiments[0]["experiments"]) >= 1
+
+    review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
+    assert review.returncode in (0, 1), review.stderr
+    assert "| params.yaml | `lr` | 0.001 | 0.002 |" in review.stdout
+    assert "McNemar's exact test on 310 paired test images" in review.stdout
+
+
+def test_queued_experiments_run_two_at_a_time_and_are_listed(clone):
+    run(["git", "checkout", "--quiet", "--", "."], cwd=clone)
+    # A short final model keeps the queue quick; it is committed so every queued run starts from it.
+    params = (clone / "params.yaml").read_text().replace("\nepochs: 100 ", "\nepochs: 2 ")
+    (clone / "params.yaml").write_text(params)
+    run(["dvc", "repro"], cwd=clone)
+    run(["git", "commit", "--quiet", "-am", "Short final model"], cwd=clone)
+    run(["dvc", "exp", "run", "--queue", "-S", "lr=0.001,0.003,0.01"], cwd=clone)
+    run(["dvc", "queue", "start", "-j", "2"], cwd=clone)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], cwd=clone).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    run(["dvc", "queue", "stop", "--kill"], cwd=clone, check=False)
+    assert "Failed" not in status, status
+    experiments = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
+    finished = [exp for exp in experiments[0]["experiments"] or [] if exp["revs"][0]["data"].get("metrics")]
+    learning_rates = sorted(exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["lr"] for exp in finished)
+    assert learning_rates == [0.001, 0.003, 0.01]

@@ -1,0 +1,125 @@
+"""sweep_exp2 (issue 4): the grid, the winner, and results that do not depend on `jobs`."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from signdigits import paths
+from signdigits.files import write_arrays
+from signdigits.params import Runtime, SweepParams, TrainParams
+from signdigits.sweep import RESULT_COLUMNS, pick_winner, results_csv, run_sweep
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    """run_sweep with jobs 1 sets up the runtime in this process (threads, deterministic kernels)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+# --- the winner ---------------------------------------------------------------------------------
+
+
+def row(run, val_accuracy, val_loss):
+    return {"run": run, "val_accuracy": val_accuracy, "val_loss": val_loss, "lr": 0.01, "batch_size": 32}
+
+
+def test_winner_has_the_highest_val_accuracy():
+    rows = [row(0, 0.80, 0.1), row(1, 0.91, 0.9), row(2, 0.90, 0.05), row(3, 0.50, 0.01)]
+    assert pick_winner(rows)["run"] == 1
+
+
+def test_accuracy_tie_goes_to_the_lower_val_loss():
+    rows = [row(0, 0.80, 0.1), row(1, 0.91, 0.40), row(2, 0.91, 0.35), row(3, 0.91, 0.50)]
+    assert pick_winner(rows)["run"] == 2
+
+
+def test_second_tie_goes_to_the_earlier_run():
+    rows = [row(0, 0.80, 0.1), row(1, 0.91, 0.35), row(2, 0.91, 0.35), row(3, 0.91, 0.35)]
+    assert pick_winner(rows)["run"] == 1
+    assert pick_winner(list(reversed(rows)))["run"] == 1  # by run number, not by position in the list
+    assert pick_winner([rows[3], rows[2]])["run"] == 2
+
+
+def test_winner_is_the_row_itself():
+    rows = [row(0, 0.5, 0.7), row(1, 0.6, 0.7)]
+    assert pick_winner(rows) is rows[1]
+
+
+# --- the grid -----------------------------------------------------------------------------------
+
+
+def test_default_grid_order_and_count():
+    sweep = SweepParams(model=TrainParams(hidden=(256, 128, 64), dropout=0.4, momentum=0.9))
+    grid = sweep.grid()
+    assert len(grid) == 16
+    expected = list(itertools.product((0.001, 0.01), (32, 64), (10, 15), ("adam", "sgd")))
+    assert [(c.lr, c.batch_size, c.epochs, c.optimizer) for c in grid] == expected
+    for cfg in grid:  # everything outside the grid comes from the model section
+        assert dataclasses.replace(cfg, lr=0.5, batch_size=1, epochs=1, optimizer="adamw") == dataclasses.replace(
+            sweep.model, lr=0.5, batch_size=1, epochs=1, optimizer="adamw"
+        )
+    assert len(set(grid)) == 16
+
+
+def test_grid_of_uneven_lists():
+    sweep = SweepParams(lr=(0.1, 0.2, 0.3), batch_size=(8,), epochs=(1, 2), optimizer=("sgd",))
+    grid = sweep.grid()
+    assert [(c.lr, c.epochs) for c in grid] == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2), (0.3, 1), (0.3, 2)]
+    assert {(c.batch_size, c.optimizer) for c in grid} == {(8, "sgd")}
+
+
+def test_results_csv_columns_and_rounding():
+    rows = [
+        {"run": 0, "lr": 0.01, "batch_size": 8, "epochs": 2, "optimizer": "adam", "val_accuracy": 0.123456789,
+         "val_loss": 1.0, "train_accuracy": 0.5, "epochs_run": 2},
+    ]  # fmt: skip
+    parsed = list(csv.DictReader(io.StringIO(results_csv(rows))))
+    assert tuple(parsed[0]) == RESULT_COLUMNS
+    assert parsed[0]["val_accuracy"] == "0.123457" and parsed[0]["optimizer"] == "adam"
+
+
+# --- run_sweep: jobs change the wall time only ---------------------------------------------------
+
+
+def write_layout(root, n: int = 80, size: int = 8, seed: int = 0) -> None:
+    """A tiny prepared data set and split, where the stages look for them (relative to cwd)."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(10, size, size))
+    labels = np.arange(n, dtype=np.int64) % 10
+    pixels = np.clip(prototypes[labels] + rng.normal(0, 60, size=(n, size, size)), 0, 255).astype(np.uint8)
+    files = np.array([f"{d}/IMG_{i:04d}.JPG" for i, d in enumerate(labels)])
+    write_arrays(
+        root / paths.PREPARED, pixels=pixels, labels=labels, signers=np.arange(n, dtype=np.int32) // 10, files=files
+    )
+    order = rng.permutation(n)
+    write_arrays(root / paths.SPLIT, train=np.sort(order[:48]), val=np.sort(order[48:64]), test=np.sort(order[64:]))
+
+
+def test_run_sweep_with_two_jobs_equals_one_job(tmp_path, monkeypatch):
+    write_layout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    model = TrainParams(hidden=(16,), dropout=0.2, momentum=0.9, seed=0)
+    # batch 8 runs cost more, so jobs 2 submits them first: rows must still come back in grid order
+    sweep = SweepParams(lr=(0.01,), batch_size=(16, 8), epochs=(2,), optimizer=("adam", "sgd"), jobs=1, model=model)
+    serial = run_sweep(sweep, Runtime(device="cpu", threads=1))
+    parallel = run_sweep(dataclasses.replace(sweep, jobs=2), Runtime(device="cpu", threads=1))
+    assert parallel == serial
+    assert [r["run"] for r in serial] == [0, 1, 2, 3]
+    assert [(r["batch_size"], r["optimizer"]) for r in serial] == [(16, "adam"), (16, "sgd"), (8, "adam"), (8, "sgd")]
+    for r in serial:
+        assert tuple(r) == RESULT_COLUMNS
+        assert r["epochs_run"] == 2 and r["lr"] == 0.01
+        assert 0 <= r["val_accuracy"] <= 1 and 0 <= r["train_accuracy"] <= 1 and r["val_loss"] > 0
+    assert len({r["val_loss"] for r in serial}) == 4  # four different runs, not one repeated
+    assert pick_winner(parallel) == pick_winner(serial)
+    assert results_csv(parallel) == results_csv(serial)
