@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,13 @@ def git_clone(source: Path, target: Path) -> Path:
     run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=target)
     run(["git", "config", "user.name", "signdigits tests"], cwd=target)
     return target
+
+
+def experiments_of_head(cwd: Path) -> list[dict]:
+    """The experiments `dvc exp show --json` lists under the baseline commit (not the workspace row)."""
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=cwd).stdout)
+    baseline = next(row for row in rows if row["rev"] != "workspace")
+    return [exp["revs"][0]["data"] for exp in baseline["experiments"] or []]
 
 
 def stages_run(output: str) -> list[str]:
@@ -102,8 +110,10 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(clone):
     assert any(key.startswith("models.train_best.") for key in diff["metrics/evaluate.json"])
     assert "models.train_base.accuracy" not in diff["metrics/evaluate.json"]
     assert "val.loss" in diff["metrics/train_best.json"]
-    experiments = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
-    assert len(experiments[0]["experiments"]) >= 1
+    (experiment,) = experiments_of_head(clone)
+    assert experiment["params"]["params.yaml"]["data"]["lr"] == 0.002
+    shown = experiment["metrics"]["metrics/evaluate.json"]["data"]["models"]["train_best"]["accuracy"]
+    assert shown == json.loads((clone / "metrics/evaluate.json").read_text())["models"]["train_best"]["accuracy"]
 
     review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
     assert review.returncode in (0, 1), review.stderr
@@ -114,7 +124,8 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(clone):
 def test_queued_experiments_run_two_at_a_time_and_are_listed(clone):
     run(["git", "checkout", "--quiet", "--", "."], cwd=clone)
     # A short final model keeps the queue quick; it is committed so every queued run starts from it.
-    params = (clone / "params.yaml").read_text().replace("\nepochs: 100 ", "\nepochs: 2 ")
+    params, replaced = re.subn(r"^epochs: \d+", "epochs: 2", (clone / "params.yaml").read_text(), flags=re.M)
+    assert replaced == 1
     (clone / "params.yaml").write_text(params)
     run(["dvc", "repro"], cwd=clone)
     run(["git", "commit", "--quiet", "-am", "Short final model"], cwd=clone)
@@ -128,7 +139,5 @@ def test_queued_experiments_run_two_at_a_time_and_are_listed(clone):
         time.sleep(3)
     run(["dvc", "queue", "stop", "--kill"], cwd=clone, check=False)
     assert "Failed" not in status, status
-    experiments = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
-    finished = [exp for exp in experiments[0]["experiments"] or [] if exp["revs"][0]["data"].get("metrics")]
-    learning_rates = sorted(exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["lr"] for exp in finished)
-    assert learning_rates == [0.001, 0.003, 0.01]
+    finished = [exp for exp in experiments_of_head(clone) if exp.get("metrics")]
+    assert sorted(exp["params"]["params.yaml"]["data"]["lr"] for exp in finished) == [0.001, 0.003, 0.01]
