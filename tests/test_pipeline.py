@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -104,20 +105,22 @@ def test_push_to_a_local_remote_then_a_new_clone_pulls_with_nothing_to_rerun(clo
 
 
 def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(clone):
-    done = run(["dvc", "exp", "run", "-S", "lr=0.002"], cwd=clone)
+    old_lr = yaml.safe_load((clone / "params.yaml").read_text())["lr"]
+    new_lr = 0.002 if old_lr != 0.002 else 0.001
+    done = run(["dvc", "exp", "run", "-S", f"lr={new_lr}"], cwd=clone)
     assert stages_run(done.stdout) == ["train_best", "evaluate"]
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], cwd=clone).stdout)
     assert any(key.startswith("models.train_best.") for key in diff["metrics/evaluate.json"])
     assert "models.train_base.accuracy" not in diff["metrics/evaluate.json"]
     assert "val.loss" in diff["metrics/train_best.json"]
     (experiment,) = experiments_of_head(clone)
-    assert experiment["params"]["params.yaml"]["data"]["lr"] == 0.002
+    assert experiment["params"]["params.yaml"]["data"]["lr"] == new_lr
     shown = experiment["metrics"]["metrics/evaluate.json"]["data"]["models"]["train_best"]["accuracy"]
     assert shown == json.loads((clone / "metrics/evaluate.json").read_text())["models"]["train_best"]["accuracy"]
 
     review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
     assert review.returncode in (0, 1), review.stderr
-    assert "| params.yaml | `lr` | 0.001 | 0.002 |" in review.stdout
+    assert f"| params.yaml | `lr` | {old_lr:g} | {new_lr:g} |" in review.stdout
     assert "McNemar's exact test on 310 paired test images" in review.stdout
 
 
