@@ -15,11 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+
+from signdigits import paths
+from signdigits.files import write_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
@@ -199,3 +204,40 @@ def real_prepared(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "images.npz"
     metrics = prepare(REAL_RAW, out, PrepareParams())
     return load_prepared(out), metrics
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors run fastest, and identically, on one thread; the setting is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class TinyLayout:
+    pixels: np.ndarray
+    labels: np.ndarray
+    files: np.ndarray
+    test: np.ndarray
+
+
+@pytest.fixture
+def tiny_layout(tmp_path, monkeypatch) -> TinyLayout:
+    """data/prepared and data/split in tmp_path (made the cwd): 120 noisy 8x8 images of 10 digits.
+
+    Images 0..59 train, 60..89 val, 90..119 test: every part holds every digit.
+    """
+    n, size = 120, 8
+    rng = np.random.default_rng(0)
+    prototypes = rng.integers(0, 256, size=(10, size, size))
+    labels = np.arange(n, dtype=np.int64) % 10
+    pixels = np.clip(prototypes[labels] + rng.normal(0, 110, size=(n, size, size)), 0, 255).astype(np.uint8)
+    files = np.array([f"{d}/IMG_{i:04d}.JPG" for i, d in enumerate(labels)])
+    signers = np.arange(n, dtype=np.int32) // 10
+    write_arrays(tmp_path / paths.PREPARED, pixels=pixels, labels=labels, signers=signers, files=files)
+    idx = np.arange(n)
+    write_arrays(tmp_path / paths.SPLIT, train=idx[:60], val=idx[60:90], test=idx[90:])
+    monkeypatch.chdir(tmp_path)
+    return TinyLayout(pixels, labels, files, idx[90:])

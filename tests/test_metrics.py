@@ -12,7 +12,7 @@ from sklearn import metrics as sk
 from signdigits import paths
 from signdigits.engine import Split, train
 from signdigits.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
-from signdigits.files import PipelineError, write_arrays
+from signdigits.files import PipelineError
 from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, mcnemar, roc_auc, rounded
 from signdigits.model import save_model
 from signdigits.params import EvaluateParams, TrainParams
@@ -20,12 +20,7 @@ from signdigits.params import EvaluateParams, TrainParams
 binomtest = pytest.importorskip("scipy.stats").binomtest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- classification scores ----------------------------------------------------------------------
@@ -170,26 +165,6 @@ def test_rounded_rounds_every_float_in_nested_data():
 
 # --- evaluate: a tiny fake pipeline layout ------------------------------------------------------
 
-SIZE = 8
-
-
-def write_layout(root, n: int = 120, seed: int = 0):
-    """data/prepared/images.npz and data/split/split.npz under root: n images of 10 digits, 8x8.
-
-    Images 0..59 train, 60..89 val, 90..n-1 test: every part holds every digit.
-    """
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(10, SIZE, SIZE))
-    labels = np.arange(n, dtype=np.int64) % 10
-    pixels = np.clip(prototypes[labels] + rng.normal(0, 110, size=(n, SIZE, SIZE)), 0, 255).astype(np.uint8)
-    files = np.array([f"{d}/IMG_{i:04d}.JPG" for i, d in enumerate(labels)])
-    write_arrays(
-        root / paths.PREPARED, pixels=pixels, labels=labels, signers=np.arange(n, dtype=np.int32) // 10, files=files
-    )
-    idx = np.arange(n)
-    write_arrays(root / paths.SPLIT, train=idx[:60], val=idx[60:90], test=idx[90:])
-    return pixels, labels, files, idx[90:]
-
 
 def quick_model(pixels, labels, digits, epochs=3, seed=0):
     keep = np.isin(labels[:60], digits)
@@ -200,9 +175,8 @@ def quick_model(pixels, labels, digits, epochs=3, seed=0):
     return train(cfg, data, data, list(digits)).model
 
 
-def test_evaluate_numbers_equal_scikit_learn(tmp_path, monkeypatch):
-    pixels, labels, files, test = write_layout(tmp_path)
-    monkeypatch.chdir(tmp_path)
+def test_evaluate_numbers_equal_scikit_learn(tiny_layout):
+    pixels, labels, files, test = tiny_layout.pixels, tiny_layout.labels, tiny_layout.files, tiny_layout.test
     models = {
         "full": quick_model(pixels, labels, list(range(10))),
         "pair": quick_model(pixels, labels, [3, 7], epochs=2),
@@ -261,9 +235,8 @@ def test_evaluate_numbers_equal_scikit_learn(tmp_path, monkeypatch):
     assert pair.scores["roc_auc"] == pytest.approx(sk.roc_auc_score(labels[idx] == 7, p7), abs=1e-12)
 
 
-def test_predictions_csv_round_trips(tmp_path, monkeypatch):
-    pixels, labels, files, test = write_layout(tmp_path)
-    monkeypatch.chdir(tmp_path)
+def test_predictions_csv_round_trips(tiny_layout):
+    pixels, labels, test = tiny_layout.pixels, tiny_layout.labels, tiny_layout.test
     save_model(quick_model(pixels, labels, [2, 5, 8]), paths.model_path("m"))
     (result,) = evaluate_models(("m",), EvaluateParams(bootstrap=50), torch.device("cpu"))
     text = predictions_csv(result)
@@ -277,9 +250,7 @@ def test_predictions_csv_round_trips(tmp_path, monkeypatch):
     np.testing.assert_allclose(probabilities, result.probability, atol=5e-7)
 
 
-def test_evaluate_refuses_a_model_of_another_image_size(tmp_path, monkeypatch):
-    write_layout(tmp_path)
-    monkeypatch.chdir(tmp_path)
+def test_evaluate_refuses_a_model_of_another_image_size(tiny_layout):
     rng = np.random.default_rng(0)
     pixels12, labels12 = rng.integers(0, 256, size=(20, 12, 12)).astype(np.uint8), np.arange(20) % 10
     data = Split.from_arrays(pixels12, labels12, torch.device("cpu"))

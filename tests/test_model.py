@@ -18,12 +18,7 @@ from signdigits.model import MLP, Arch, Classifier, describe, load_model, model_
 SIZE = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_classifier(hidden=(16, 8), classes=(0, 1, 2), members=1, dropout=0.2, seed=0) -> Classifier:

@@ -7,12 +7,9 @@ import dataclasses
 import io
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
-from signdigits import paths
-from signdigits.files import write_arrays
 from signdigits.params import Runtime, SweepParams, TrainParams
 from signdigits.sweep import RESULT_COLUMNS, pick_winner, results_csv, run_sweep
 
@@ -91,23 +88,7 @@ def test_results_csv_columns_and_rounding():
 # --- run_sweep: jobs change the wall time only ---------------------------------------------------
 
 
-def write_layout(root, n: int = 80, size: int = 8, seed: int = 0) -> None:
-    """A tiny prepared data set and split, where the stages look for them (relative to cwd)."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 256, size=(10, size, size))
-    labels = np.arange(n, dtype=np.int64) % 10
-    pixels = np.clip(prototypes[labels] + rng.normal(0, 60, size=(n, size, size)), 0, 255).astype(np.uint8)
-    files = np.array([f"{d}/IMG_{i:04d}.JPG" for i, d in enumerate(labels)])
-    write_arrays(
-        root / paths.PREPARED, pixels=pixels, labels=labels, signers=np.arange(n, dtype=np.int32) // 10, files=files
-    )
-    order = rng.permutation(n)
-    write_arrays(root / paths.SPLIT, train=np.sort(order[:48]), val=np.sort(order[48:64]), test=np.sort(order[64:]))
-
-
-def test_run_sweep_with_two_jobs_equals_one_job(tmp_path, monkeypatch):
-    write_layout(tmp_path)
-    monkeypatch.chdir(tmp_path)
+def test_run_sweep_with_two_jobs_equals_one_job(tiny_layout):
     model = TrainParams(hidden=(16,), dropout=0.2, momentum=0.9, seed=0)
     # batch 8 runs cost more, so jobs 2 submits them first: rows must still come back in grid order
     sweep = SweepParams(lr=(0.01,), batch_size=(16, 8), epochs=(2,), optimizer=("adam", "sgd"), jobs=1, model=model)

@@ -12,7 +12,7 @@ import torch
 from signdigits import paths
 from signdigits.data import load_prepared, load_split
 from signdigits.engine import Split, evaluate
-from signdigits.files import PipelineError, write_text_atomic
+from signdigits.files import PipelineError, csv_text, write_text_atomic
 from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
 from signdigits.model import Classifier, describe, load_model
 from signdigits.params import EvaluateParams
@@ -78,12 +78,13 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
 
 def predictions_csv(result: ModelResult) -> str:
     """One row per test image: the data of DVC's confusion plot, and what McNemar's test pairs up."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PREDICTION_COLUMNS)
-    for row in zip(result.files, result.actual, result.predicted, result.probability, strict=True):
-        writer.writerow([row[0], int(row[1]), int(row[2]), f"{row[3]:.6f}"])
-    return out.getvalue()
+    rows = (
+        {"file": file, "actual": int(actual), "predicted": int(predicted), "probability": f"{probability:.6f}"}
+        for file, actual, predicted, probability in zip(
+            result.files, result.actual, result.predicted, result.probability, strict=True
+        )
+    )
+    return csv_text(rows, PREDICTION_COLUMNS)
 
 
 def write_predictions(result: ModelResult) -> None:

@@ -7,6 +7,7 @@ killed therefore leaves either the previous file or none, never half of one.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -55,6 +56,15 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path}: not valid JSON ({e})") from None
+
+
+def csv_text(rows, columns: tuple[str, ...]) -> str:
+    """Rows of dicts as CSV text with \n line ends, the columns in the given order."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

@@ -6,8 +6,6 @@ many run side by side: jobs only changes the wall time.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import multiprocessing
 import time
@@ -92,10 +90,7 @@ def pick_winner(rows: list[dict]) -> dict:
 
 
 def results_csv(rows: list[dict]) -> str:
+    from signdigits.files import csv_text
     from signdigits.metrics import rounded
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rounded(row) for row in rows)
-    return out.getvalue()
+    return csv_text((rounded(row) for row in rows), RESULT_COLUMNS)

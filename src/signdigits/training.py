@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ import torch
 from signdigits import paths
 from signdigits.data import load_prepared, load_split
 from signdigits.engine import Split, evaluate, setup_runtime, train
-from signdigits.files import write_json, write_text_atomic
+from signdigits.files import csv_text, write_json, write_text_atomic
 from signdigits.metrics import classification_scores, roc_auc, rounded
 from signdigits.model import save_model
 from signdigits.params import Runtime, TrainParams, require_batch_fits
@@ -86,8 +84,4 @@ def _scores(model, data: Split, classes: list[int]) -> dict:
 
 
 def history_csv(history: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rounded(row) for row in history)
-    return out.getvalue()
+    return csv_text((rounded(row) for row in history), HISTORY_COLUMNS)
