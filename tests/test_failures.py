@@ -129,6 +129,12 @@ def test_digit_folder_without_images(repo):
     assert_fails_cleanly(repo, "prepare", "data/raw/5: digit folder holds no images")
 
 
+def test_missing_digit_folder(repo):
+    empty_folder(repo.path / "data/raw/4")
+    (repo.path / "data/raw/4").rmdir()
+    assert_fails_cleanly(repo, "prepare", "data/raw: no folder for digit 4")
+
+
 def test_file_that_is_not_an_image(repo):
     (repo.path / "data/raw/3/IMG_9999.JPG").write_text("these are notes, not a photo\n")
     assert_fails_cleanly(repo, "prepare", "data/raw/3/IMG_9999.JPG: not a readable image", "on_bad_image: skip")

@@ -62,6 +62,11 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
         if not files:
             raise PipelineError(f"{folder}: digit folder holds no images")
         found += [(path, int(folder.name)) for path in files]
+    missing = sorted(set(DIGITS) - {digit for _, digit in found})
+    if missing:
+        raise PipelineError(
+            f"{raw_dir}: no folder for digit {', '.join(map(str, missing))}; every digit 0-9 needs a folder of images"
+        )
     return found
 
 
