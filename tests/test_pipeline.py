@@ -93,6 +93,17 @@ def test_final_model_meets_the_target(clone):
         assert f"## Table {table}:" in report
 
 
+def test_predict_agrees_with_evaluate_on_test_images(clone):
+    rows = (clone / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1:]
+    expected = {f"data/raw/{file}": (digit, float(p)) for file, _, digit, p in (r.split(",") for r in rows)}
+    done = run([sys.executable, "-m", "signdigits.predict", *expected], cwd=clone)
+    answered = {path: (digit, float(p)) for path, digit, p in (line.split("\t") for line in done.stdout.splitlines())}
+    assert answered.keys() == expected.keys()
+    for path, (digit, probability) in answered.items():
+        assert digit == expected[path][0], path
+        assert probability == pytest.approx(expected[path][1], abs=2e-4), path
+
+
 def test_push_to_a_local_remote_then_a_new_clone_pulls_with_nothing_to_rerun(clone, tmp_path):
     run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")], cwd=clone)
     run(["git", "commit", "--quiet", "-am", "Add a DVC remote"], cwd=clone)
