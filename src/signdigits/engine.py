@@ -88,12 +88,13 @@ def train(cfg: TrainParams, train_data: Split, val_data: Split, classes: list[in
     inputs = normalize_each_image(train_data.x) if cfg.normalize_images else train_data.x
     mean = inputs.mean(dim=0)  # per-pixel statistics of the training part only
     std = inputs.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
-    members, first = [], None
+    members, results = [], []
     for k in range(cfg.ensemble):
         tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
         member, result = _train_member(cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag)
         members.append(member)
-        first = first or result
+        results.append(result)
+    first = results[0]  # its history and epochs stand for the ensemble
     first.model = Classifier(arch, classes, members).eval()
     return first
 
