@@ -409,12 +409,6 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
 # --- the predict command ------------------------------------------------------------------------
 
 
-predict_missing = pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[1] / "src/signdigits/predict.py").is_file(), reason="no predict command yet"
-)
-
-
-@predict_missing
 def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
     from signdigits.predict import main
 
@@ -433,7 +427,6 @@ def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
         assert err.startswith("error: ") and expected in err and str(path) in err
 
 
-@predict_missing
 def test_predict_cli_refuses_a_malicious_model(tmp_path):
     from PIL import Image
 

@@ -134,6 +134,15 @@ def load_prepared(path: Path) -> Prepared:
     return Prepared(arrays["pixels"], arrays["labels"].astype(np.int64), arrays["signers"], arrays["files"])
 
 
+def select_digits(labels: np.ndarray, indices: np.ndarray, digits) -> tuple[np.ndarray, np.ndarray]:
+    """The indices whose digit is one of `digits`, and each one's class index (its place in `digits`)."""
+    digits = list(digits)
+    kept = indices[np.isin(labels[indices], digits)]
+    to_index = np.full(10, -1)
+    to_index[digits] = np.arange(len(digits))
+    return kept, to_index[labels[kept]]
+
+
 def split_indices(labels: np.ndarray, signers: np.ndarray, params: SplitParams) -> dict[str, np.ndarray]:
     """Sorted index arrays per part, stratified by digit and (strategy signer) grouped by signer."""
     rng = np.random.default_rng(params.seed)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from signdigits import paths
-from signdigits.data import load_prepared, load_split
+from signdigits.data import load_prepared, load_split, select_digits
 from signdigits.engine import Split, evaluate
 from signdigits.files import PipelineError, csv_text, write_text_atomic
 from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
@@ -40,10 +40,9 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
     for name in names:
         model = load_model(paths.model_path(name), image_size=image_size, device=device)
         classes = np.array(model.classes)
-        idx = test[np.isin(prepared.labels[test], classes)]
+        idx, labels = select_digits(prepared.labels, test, model.classes)
         if len(idx) == 0:
             raise PipelineError(f"{paths.model_path(name)}: the test part holds none of its digits {model.classes}")
-        labels = np.array([model.classes.index(int(d)) for d in prepared.labels[idx]])
         ev = evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device))
         scores = classification_scores(labels, ev.predictions, model.classes)
         correct = ev.predictions == labels

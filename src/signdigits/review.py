@@ -21,8 +21,6 @@ from signdigits.files import PipelineError, write_text_atomic
 from signdigits.metrics import mcnemar
 from signdigits.params import load_params
 
-FINAL_ACCURACY = f"models.{paths.FINAL_MODEL}.accuracy"
-
 
 def _run(args: list[str]) -> str:
     done = subprocess.run(args, capture_output=True, text=True)

@@ -6,11 +6,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from signdigits import paths
-from signdigits.data import load_prepared, load_split
+from signdigits.data import load_prepared, load_split, select_digits
 from signdigits.engine import Split, evaluate, setup_runtime, train
 from signdigits.files import csv_text, write_json, write_text_atomic
 from signdigits.metrics import classification_scores, roc_auc, rounded
@@ -34,12 +33,10 @@ class StageData:
 def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10))) -> StageData:
     prepared = load_prepared(paths.PREPARED)
     split = load_split(paths.SPLIT, len(prepared.labels))
-    to_index = np.full(10, -1)
-    to_index[list(classes)] = np.arange(len(classes))
 
     def part(name: str) -> Split:
-        idx = split[name][np.isin(prepared.labels[split[name]], classes)]
-        return Split.from_arrays(prepared.pixels[idx], to_index[prepared.labels[idx]], device)
+        idx, class_index = select_digits(prepared.labels, split[name], classes)
+        return Split.from_arrays(prepared.pixels[idx], class_index, device)
 
     return StageData(part("train"), part("val"), list(classes))
 
