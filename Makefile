@@ -1,19 +1,26 @@
 # The quick start: `make pipeline` and `make test` each set up .venv (once) and then run.
-PYTHON ?= python3.11
+# Both install the exact versions of requirements/lock.txt, which the committed results are tied to.
+PYTHON ?= python3
 VENV ?= .venv
-# On a machine without a local CPU wheel, a CPU-only torch: make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# torch first, from its own requirements file: the CPU build, so the lock never pulls a CUDA build.
+TORCH_REQUIREMENTS ?= requirements/torch-cpu.txt
 
-.PHONY: setup pipeline test lint bench clean-venv
+.PHONY: setup pipeline test test-fast lint bench lock clean-venv check-python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "error: signdigits needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo 'not found')." >&2; \
+	  echo "       Run with another interpreter, e.g. make PYTHON=python3.12 ..." >&2; exit 1; }
+
+$(VENV)/.installed: pyproject.toml requirements/lock.txt $(TORCH_REQUIREMENTS) | check-python
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(TORCH_REQUIREMENTS)
+	$(BIN)/python -m pip install --quiet -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 pipeline: setup
@@ -22,12 +29,27 @@ pipeline: setup
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest
 
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check src stages tests benchmarks
 	$(BIN)/ruff format --check src stages tests benchmarks
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/bench.py
+
+# Re-resolve every package to the newest versions pyproject.toml allows, in a scratch venv.
+# The committed results are tied to the lock: after `make lock`, run `dvc repro --force` and commit both.
+lock: check-python
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -r $(TORCH_REQUIREMENTS)
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions of every package the quick start installs (torch: requirements/torch-cpu.txt)."; \
+	  echo "# Made by 'make lock' with $$(.lock-venv/bin/python --version) on $$(uname -sm); do not edit by hand."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements/lock.txt
+	rm -rf .lock-venv
 
 clean-venv:
 	rm -rf $(VENV)

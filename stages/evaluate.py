@@ -3,11 +3,9 @@
 from signdigits import paths
 from signdigits.cli import run_stage
 from signdigits.files import read_json, write_json, write_text_atomic
-from signdigits.params import load_params
 
 
-def main():
-    params = load_params()
+def main(params):
     from signdigits import figures
     from signdigits.engine import setup_runtime
     from signdigits.evaluation import confusion, evaluate_models, write_predictions

@@ -4,11 +4,9 @@ from signdigits import paths
 from signdigits.cli import run_stage
 from signdigits.data import prepare
 from signdigits.files import write_json
-from signdigits.params import load_params
 
 
-def main():
-    params = load_params()
+def main(params):
     metrics = prepare(paths.RAW_DIR, paths.PREPARED, params.prepare)
     write_json(paths.metrics_path("prepare"), metrics)
     print(f"prepare: {metrics['images']} images, {metrics['signers']} signers, {metrics['skipped_files']} skipped")

@@ -4,11 +4,9 @@ from signdigits import paths
 from signdigits.cli import run_stage
 from signdigits.data import load_prepared, split_indices, split_metrics, write_split
 from signdigits.files import write_json
-from signdigits.params import load_params
 
 
-def main():
-    params = load_params()
+def main(params):
     prepared = load_prepared(paths.PREPARED)
     parts = split_indices(prepared.labels, prepared.signers, params.split)
     metrics = split_metrics(prepared, parts, params.split)

@@ -3,11 +3,10 @@
 from signdigits import paths
 from signdigits.cli import run_stage
 from signdigits.files import write_json, write_text_atomic
-from signdigits.params import load_params, require_batch_fits
+from signdigits.params import require_batch_fits
 
 
-def main():
-    params = load_params()
+def main(params):
     from signdigits.data import load_prepared, load_split
     from signdigits.metrics import rounded
     from signdigits.sweep import pick_winner, results_csv, run_sweep

@@ -1,12 +1,10 @@
 """train_binary: two digits from params, 784-128-2 with dropout, Adam, balanced batches."""
 
 from signdigits.cli import run_stage
-from signdigits.params import load_params
 
 
-def main():
-    params = load_params()
-    from signdigits.training import train_stage  # torch loads only once params are valid
+def main(params):
+    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     digits = params.train_binary.digits
     train_stage("train_binary", "train_binary.", params.train_binary.model, params.runtime, classes=digits)

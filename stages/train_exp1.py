@@ -1,12 +1,10 @@
 """train_exp1: the study's first experiment, a deeper 784-256-128-64-10 network with dropout."""
 
 from signdigits.cli import run_stage
-from signdigits.params import load_params
 
 
-def main():
-    params = load_params()
-    from signdigits.training import train_stage  # torch loads only once params are valid
+def main(params):
+    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     train_stage("train_exp1", "train_exp1.", params.train_exp1, params.runtime)
 

@@ -18,6 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from signdigits.kernels import pin_cpu_kernels
+
+pin_cpu_kernels("portable")  # before torch loads: the tests compute with the kernels the stages use
+
 import numpy as np
 import pytest
 import torch

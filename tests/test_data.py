@@ -22,7 +22,7 @@ from signdigits.data import (
     split_metrics,
     write_split,
 )
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
 from signdigits.params import PrepareParams, SplitParams
 
 SIZE = 16

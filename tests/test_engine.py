@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from signdigits.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
 from signdigits.model import Classifier, model_bytes
 from signdigits.params import Augment, Runtime, TrainParams
 

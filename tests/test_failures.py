@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from signdigits import FORMAT_VERSION
-from signdigits.files import PipelineError, write_bytes_atomic
+from signdigits.errors import PipelineError
+from signdigits.files import write_bytes_atomic
 
 OUTPUTS = (
     "data/prepared/images.npz",

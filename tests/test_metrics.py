@@ -11,8 +11,8 @@ from sklearn import metrics as sk
 
 from signdigits import paths
 from signdigits.engine import Split, train
+from signdigits.errors import PipelineError
 from signdigits.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
-from signdigits.files import PipelineError
 from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, mcnemar, roc_auc, rounded
 from signdigits.model import save_model
 from signdigits.params import EvaluateParams, TrainParams

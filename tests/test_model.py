@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from signdigits import FORMAT_VERSION
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
 from signdigits.model import MLP, Arch, Classifier, describe, load_model, model_bytes, save_model
 
 SIZE = 8

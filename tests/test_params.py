@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
 from signdigits.params import (
     Params,
     TrainParams,

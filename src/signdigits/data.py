@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from signdigits.files import PipelineError, read_arrays, write_arrays
+from signdigits.errors import PipelineError
+from signdigits.files import read_arrays, write_arrays
 from signdigits.params import PrepareParams, SplitParams
 
 log = logging.getLogger(__name__)

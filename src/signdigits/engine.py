@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
+from signdigits.kernels import check_cpu_kernels, describe_cpu_kernels
 from signdigits.model import MLP, Arch, Classifier, normalize_each_image
 from signdigits.params import Runtime, TrainParams
 
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
-    """Deterministic kernels, a fixed thread count, and the device params ask for."""
+    """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, a fixed thread count, the device."""
+    check_cpu_kernels(runtime.cpu_kernels)
+    log.info(describe_cpu_kernels(runtime.cpu_kernels))
     _use_deterministic_algorithms()
     torch.set_num_threads(threads or runtime.threads)
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()

@@ -12,7 +12,8 @@ import torch
 from signdigits import paths
 from signdigits.data import load_prepared, load_split, select_digits
 from signdigits.engine import Split, evaluate
-from signdigits.files import PipelineError, csv_text, write_text_atomic
+from signdigits.errors import PipelineError
+from signdigits.files import csv_text, write_text_atomic
 from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
 from signdigits.model import Classifier, describe, load_model
 from signdigits.params import EvaluateParams

@@ -18,10 +18,7 @@ from typing import Any
 import numpy as np
 
 from signdigits import FORMAT_VERSION
-
-
-class PipelineError(Exception):
-    """A problem the user can fix (bad input, bad parameter, missing file); printed without a traceback."""
+from signdigits.errors import PipelineError
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

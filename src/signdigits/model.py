@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from signdigits import FORMAT_VERSION
-from signdigits.files import PipelineError, require_file, write_bytes_atomic
+from signdigits.errors import PipelineError
+from signdigits.files import require_file, write_bytes_atomic
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from typing import Any
 
 import yaml
 
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 
@@ -38,6 +39,7 @@ def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, cho
 class Runtime:
     device: str = _opt("auto", choices=DEVICES)
     threads: int = _opt(2, ge=1, le=256)
+    cpu_kernels: str = _opt("portable", choices=CPU_KERNELS)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from signdigits import paths
-from signdigits.files import PipelineError
+from signdigits.errors import PipelineError
+from signdigits.kernels import MODES, pin_cpu_kernels
 
 
 def predict_files(model_file: Path, images: list[Path]) -> tuple[list[tuple[Path, int, float]], list[str]]:
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="signdigits-predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files, any size or colour mode")
     parser.add_argument("--model", type=Path, default=paths.model_path(paths.FINAL_MODEL), help="model file")
+    parser.add_argument("--cpu-kernels", choices=MODES, default="portable", help="as runtime.cpu_kernels")
     args = parser.parse_args(argv)
+    pin_cpu_kernels(args.cpu_kernels)
     try:
         predictions, errors = predict_files(args.model, args.images)
     except PipelineError as e:

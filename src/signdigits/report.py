@@ -49,7 +49,7 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
                 ["Signers per part", ", ".join(f"{k} {v}" for k, v in split["signers"].items())],
                 ["Audit: signers in several parts", split["audit"]["signers_in_several_parts"]],
                 ["Audit: identical images in several parts", split["audit"]["identical_images_in_several_parts"]],
-                ["Device, threads", f"{best['device']}, {best['threads']}"],
+                ["Device, threads, CPU kernels", f"{best['device']}, {best['threads']}, {best['cpu_kernels']}"],
                 ["torch", best["torch_version"]],
                 ["Seeds (base, exp1, final)", f"{cfg_base.seed}, {cfg_exp1.seed}, {cfg_best.seed}"],
             ],

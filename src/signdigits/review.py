@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from signdigits import paths
-from signdigits.files import PipelineError, write_text_atomic
+from signdigits.errors import PipelineError
+from signdigits.files import write_text_atomic
 from signdigits.metrics import mcnemar
 from signdigits.params import load_params
 

@@ -61,6 +61,7 @@ def train_stage(
         "best_epoch": result.best_epoch,
         "device": device.type,
         "threads": runtime.threads,
+        "cpu_kernels": runtime.cpu_kernels,
         "torch_version": torch.__version__,
     }
     save_model(result.model, paths.model_path(name))

@@ -1,0 +1,57 @@
+"""runtime.cpu_kernels: a real stage process computes with the kernels its setting asks for."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from signdigits.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, cpu_has_avx2
+
+
+def unpinned_capability() -> str:
+    """What torch picks on this CPU when nothing pins it."""
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("mode", ["portable", "native"])
+def test_a_stage_process_runs_the_kernels_its_setting_asks_for(tiny_repo, mode):
+    tiny_repo.set_params({"runtime.cpu_kernels": mode})
+    tiny_repo.run("prepare", check=True)
+    tiny_repo.run("split", check=True)
+    done = tiny_repo.run("train_base", check=True)
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("cpu kernels:")]
+    reported = re.search(r"\(torch (\w+), MKL_CBWR=(\w+)\)", line)
+    best = unpinned_capability()
+    print(f"this CPU's best kernels: {best}; {mode} stage reported: {line}")
+    if mode == "native":
+        assert reported[1] == best
+        assert reported[2] == "default"
+    elif cpu_has_avx2():  # pinned down to AVX2, also where the CPU has AVX-512
+        assert reported[1] == PORTABLE_CAPABILITY
+        assert reported[2] == PORTABLE_ENV["MKL_CBWR"]
+    else:  # no AVX2 to pin to: torch takes what the CPU has
+        assert reported[1] == best
+
+
+def test_torch_imported_before_the_pin_is_refused():
+    """A process (a Dask worker, say) whose torch already runs other kernels must not compute silently."""
+    code = (
+        "import torch\n"
+        "torch.ones(64).exp().sum()\n"  # torch has now chosen its kernels
+        "from signdigits.kernels import pin_cpu_kernels\n"
+        "from signdigits.errors import PipelineError\n"
+        "try:\n    pin_cpu_kernels('portable')\nexcept PipelineError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    if not cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
+    assert "runs torch with DEFAULT kernels" in out
+    assert "before torch is imported" in out
