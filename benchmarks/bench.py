@@ -39,9 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from signdigits.engine import Split, setup_runtime, train
-from signdigits.model import MLP, Arch
-from signdigits.params import Runtime, TrainParams, load_params
+from signdigits.core.params import Runtime, TrainParams, load_params
+from signdigits.training.engine import Split, setup_runtime, train
+from signdigits.training.model import MLP, Arch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ class _EpochClock(logging.Handler):
 
 def engine_epoch_times(cfg: TrainParams, train_data: Split, val_data: Split) -> list[float]:
     """Seconds of each epoch after the first, of one call to signdigits.engine.train."""
-    logger = logging.getLogger("signdigits.engine")
+    logger = logging.getLogger("signdigits.training.engine")
     clock = _EpochClock()
     saved = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
@@ -268,8 +268,8 @@ def cuda_epochs(epochs: int) -> dict | None:
 # jobs 2 (which spawns workers) both start from the same state and leave this process alone.
 _SWEEP_CHILD = """
 import dataclasses, json, sys, time
-from signdigits.params import load_params
-from signdigits.sweep import run_sweep
+from signdigits.core.params import load_params
+from signdigits.training.sweep import run_sweep
 params = load_params(sys.argv[1])
 sweep = dataclasses.replace(params.exp2, jobs=int(sys.argv[2]), **json.loads(sys.argv[3]))
 started = time.perf_counter()

@@ -1,16 +1,16 @@
 """evaluate: every model on the held-out test part; metrics, confusion data, figures and the report."""
 
-from signdigits import paths
-from signdigits.cli import run_stage
-from signdigits.files import read_json, write_json, write_text_atomic
+from signdigits.core import paths
+from signdigits.core.cli import run_stage
+from signdigits.core.files import read_json, write_json, write_text_atomic
 
 
 def main(params):
-    from signdigits import figures
-    from signdigits.engine import setup_runtime
-    from signdigits.evaluation import confusion, evaluate_models, write_predictions
-    from signdigits.metrics import rounded
-    from signdigits.report import build_report
+    from signdigits.reporting import figures
+    from signdigits.reporting.evaluation import confusion, evaluate_models, write_predictions
+    from signdigits.reporting.metrics import rounded
+    from signdigits.reporting.report import build_report
+    from signdigits.training.engine import setup_runtime
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
     training = {name: read_json(paths.metrics_path(name)) for name in paths.TRAINED_MODELS}

@@ -1,9 +1,9 @@
 """prepare: data/raw/<digit>/*.JPG -> data/prepared/images.npz (pixels, labels, signers, files)."""
 
-from signdigits import paths
-from signdigits.cli import run_stage
-from signdigits.data import prepare
-from signdigits.files import write_json
+from signdigits.core import paths
+from signdigits.core.cli import run_stage
+from signdigits.core.data import prepare
+from signdigits.core.files import write_json
 
 
 def main(params):

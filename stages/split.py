@@ -1,9 +1,9 @@
 """split: train/val/test index arrays, stratified by digit and grouped by signer, with a leakage audit."""
 
-from signdigits import paths
-from signdigits.cli import run_stage
-from signdigits.data import load_prepared, split_indices, split_metrics, write_split
-from signdigits.files import write_json
+from signdigits.core import paths
+from signdigits.core.cli import run_stage
+from signdigits.core.data import load_prepared, split_indices, split_metrics, write_split
+from signdigits.core.files import write_json
 
 
 def main(params):

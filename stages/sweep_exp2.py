@@ -1,15 +1,15 @@
 """sweep_exp2: the study's grid (lr x batch size x epochs x optimizer) on the exp1 network."""
 
-from signdigits import paths
-from signdigits.cli import run_stage
-from signdigits.files import write_json, write_text_atomic
-from signdigits.params import require_batch_fits
+from signdigits.core import paths
+from signdigits.core.cli import run_stage
+from signdigits.core.files import write_json, write_text_atomic
+from signdigits.core.params import require_batch_fits
 
 
 def main(params):
-    from signdigits.data import load_prepared, load_split
-    from signdigits.metrics import rounded
-    from signdigits.sweep import pick_winner, results_csv, run_sweep
+    from signdigits.core.data import load_prepared, load_split
+    from signdigits.reporting.metrics import rounded
+    from signdigits.training.sweep import pick_winner, results_csv, run_sweep
 
     n_train = len(load_split(paths.SPLIT, len(load_prepared(paths.PREPARED).labels))["train"])
     for i, batch_size in enumerate(params.exp2.batch_size):

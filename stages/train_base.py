@@ -1,10 +1,10 @@
 """train_base: the reference 784-128-10 network, plain SGD; everything else must beat it."""
 
-from signdigits.cli import run_stage
+from signdigits.core.cli import run_stage
 
 
 def main(params):
-    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
+    from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     train_stage("train_base", "train_base.", params.train_base, params.runtime)
 

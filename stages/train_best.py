@@ -1,10 +1,10 @@
 """train_best: the final model, from the top-level keys of params.yaml (`dvc exp run -S lr=...`)."""
 
-from signdigits.cli import run_stage
+from signdigits.core.cli import run_stage
 
 
 def main(params):
-    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
+    from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     train_stage("train_best", "", params.final, params.runtime)
 

@@ -1,10 +1,10 @@
 """train_binary: two digits from params, 784-128-2 with dropout, Adam, balanced batches."""
 
-from signdigits.cli import run_stage
+from signdigits.core.cli import run_stage
 
 
 def main(params):
-    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
+    from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     digits = params.train_binary.digits
     train_stage("train_binary", "train_binary.", params.train_binary.model, params.runtime, classes=digits)

@@ -1,10 +1,10 @@
 """train_exp1: the study's first experiment, a deeper 784-256-128-64-10 network with dropout."""
 
-from signdigits.cli import run_stage
+from signdigits.core.cli import run_stage
 
 
 def main(params):
-    from signdigits.training import train_stage  # torch loads after run_stage pinned the CPU kernels
+    from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     train_stage("train_exp1", "train_exp1.", params.train_exp1, params.runtime)
 

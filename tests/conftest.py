@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from signdigits.kernels import pin_cpu_kernels
+from signdigits.core.kernels import pin_cpu_kernels
 
 pin_cpu_kernels("portable")  # before torch loads: the tests compute with the kernels the stages use
 
@@ -27,8 +27,8 @@ import pytest
 import torch
 import yaml
 
-from signdigits import paths
-from signdigits.files import write_arrays
+from signdigits.core import paths
+from signdigits.core.files import write_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
@@ -200,8 +200,8 @@ def raw_tree_writer():
 @pytest.fixture(scope="session")
 def real_prepared(tmp_path_factory):
     """The real data/raw prepared once per session with the default prepare params: (Prepared, metrics)."""
-    from signdigits.data import load_prepared, prepare
-    from signdigits.params import PrepareParams
+    from signdigits.core.data import load_prepared, prepare
+    from signdigits.core.params import PrepareParams
 
     if not (REAL_RAW / "0").is_dir():
         pytest.skip("data/raw is not checked out (dvc pull)")

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from signdigits import FORMAT_VERSION
-from signdigits.data import (
+from signdigits.core.data import (
     PARTS,
     decode_image,
     list_raw_images,
@@ -22,8 +21,9 @@ from signdigits.data import (
     split_metrics,
     write_split,
 )
-from signdigits.errors import PipelineError
-from signdigits.params import PrepareParams, SplitParams
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import FORMAT_VERSION
+from signdigits.core.params import PrepareParams, SplitParams
 
 SIZE = 16
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from signdigits.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
-from signdigits.errors import PipelineError
-from signdigits.model import Classifier, model_bytes
-from signdigits.params import Augment, Runtime, TrainParams
+from signdigits.core.errors import PipelineError
+from signdigits.core.params import Augment, Runtime, TrainParams
+from signdigits.training.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
+from signdigits.training.model import Classifier, model_bytes
 
 SIZE = 8
 CPU = torch.device("cpu")

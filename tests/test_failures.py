@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from signdigits import FORMAT_VERSION
-from signdigits.errors import PipelineError
-from signdigits.files import write_bytes_atomic
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
 
 OUTPUTS = (
     "data/prepared/images.npz",
@@ -285,7 +284,7 @@ def model_file(tmp_path_factory):
     """A real, small model file: 16x16 pixels, one hidden layer of 8, ten classes."""
     import torch
 
-    from signdigits.model import MLP, Arch, Classifier, save_model
+    from signdigits.training.model import MLP, Arch, Classifier, save_model
 
     torch.manual_seed(0)
     arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
@@ -312,14 +311,14 @@ def malicious_model(path: Path, marker: Path) -> Path:
 
 
 def test_model_file_round_trip(model_file):
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     model = load_model(model_file, image_size=16, n_classes=10, hidden=(8,))
     assert model.classes == list(range(10)) and not model.training
 
 
 def test_missing_model_file(tmp_path):
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     with pytest.raises(PipelineError, match="file not found"):
         load_model(tmp_path / "models" / "train_best.pt")
@@ -327,7 +326,7 @@ def test_missing_model_file(tmp_path):
 
 @pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
 def test_truncated_model_file(model_file, tmp_path, keep):
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     data = model_file.read_bytes()
     path = tmp_path / "truncated.pt"
@@ -341,7 +340,7 @@ def test_truncated_model_file(model_file, tmp_path, keep):
 def test_foreign_model_files(tmp_path):
     import torch
 
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     text = tmp_path / "notes.pt"
     text.write_text("hello")
@@ -362,7 +361,7 @@ def test_foreign_model_files(tmp_path):
 def test_model_file_of_another_format_version(model_file, tmp_path):
     import torch
 
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     payload = torch.load(model_file, weights_only=True)
     payload["format_version"] = 0
@@ -381,7 +380,7 @@ def test_model_file_of_another_format_version(model_file, tmp_path):
     ],
 )
 def test_model_of_another_architecture(model_file, check, expected):
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     with pytest.raises(PipelineError) as info:
         load_model(model_file, **check)
@@ -392,7 +391,7 @@ def test_model_of_another_architecture(model_file, check, expected):
 def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     import torch
 
-    from signdigits.model import load_model
+    from signdigits.training.model import load_model
 
     # the control: loaded the unsafe way, this file does create its marker
     control_marker = tmp_path / "control_marker"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from signdigits.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, cpu_has_avx2
+from signdigits.core.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, cpu_has_avx2
 
 
 def unpinned_capability() -> str:
@@ -45,8 +45,8 @@ def test_torch_imported_before_the_pin_is_refused():
     code = (
         "import torch\n"
         "torch.ones(64).exp().sum()\n"  # torch has now chosen its kernels
-        "from signdigits.kernels import pin_cpu_kernels\n"
-        "from signdigits.errors import PipelineError\n"
+        "from signdigits.core.kernels import pin_cpu_kernels\n"
+        "from signdigits.core.errors import PipelineError\n"
         "try:\n    pin_cpu_kernels('portable')\nexcept PipelineError as e:\n    print(e)\n"
     )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}

@@ -9,13 +9,20 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from signdigits import paths
-from signdigits.engine import Split, train
-from signdigits.errors import PipelineError
-from signdigits.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
-from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, mcnemar, roc_auc, rounded
-from signdigits.model import save_model
-from signdigits.params import EvaluateParams, TrainParams
+from signdigits.core import paths
+from signdigits.core.errors import PipelineError
+from signdigits.core.params import EvaluateParams, TrainParams
+from signdigits.reporting.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
+from signdigits.reporting.metrics import (
+    bootstrap_accuracy,
+    classification_scores,
+    confusion_matrix,
+    mcnemar,
+    roc_auc,
+    rounded,
+)
+from signdigits.training.engine import Split, train
+from signdigits.training.model import save_model
 
 binomtest = pytest.importorskip("scipy.stats").binomtest
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from signdigits import FORMAT_VERSION
-from signdigits.errors import PipelineError
-from signdigits.model import MLP, Arch, Classifier, describe, load_model, model_bytes, save_model
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import FORMAT_VERSION
+from signdigits.training.model import MLP, Arch, Classifier, describe, load_model, model_bytes, save_model
 
 SIZE = 8
 

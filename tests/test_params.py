@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from signdigits.errors import PipelineError
-from signdigits.params import (
+from signdigits.core.errors import PipelineError
+from signdigits.core.params import (
     Params,
     TrainParams,
     load_params,

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from signdigits.kernels import cpu_has_avx2
+from signdigits.core.kernels import cpu_has_avx2
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def bitwise_promise_exceptions(clone: Path) -> list[str]:
 
 
 def packages_differing_from_lock() -> list[str]:
-    """"name installed != locked" for each locked package (torch included) that this environment has otherwise."""
+    """ "name installed != locked" for each locked package (torch included) that this environment has otherwise."""
     differing = []
     for file in ("requirements/lock.txt", "requirements/torch-cpu.txt"):
         for line in (REPO / file).read_text().splitlines():

@@ -10,8 +10,8 @@ import itertools
 import pytest
 import torch
 
-from signdigits.params import Runtime, SweepParams, TrainParams
-from signdigits.sweep import RESULT_COLUMNS, pick_winner, results_csv, run_sweep
+from signdigits.core.params import Runtime, SweepParams, TrainParams
+from signdigits.training.sweep import RESULT_COLUMNS, pick_winner, results_csv, run_sweep
 
 
 @pytest.fixture(autouse=True)

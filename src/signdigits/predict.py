@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from signdigits import paths
-from signdigits.errors import PipelineError
-from signdigits.kernels import MODES, pin_cpu_kernels
+from signdigits.core import paths
+from signdigits.core.errors import PipelineError
+from signdigits.core.kernels import MODES, pin_cpu_kernels
 
 
 def predict_files(model_file: Path, images: list[Path]) -> tuple[list[tuple[Path, int, float]], list[str]]:
@@ -22,8 +22,8 @@ def predict_files(model_file: Path, images: list[Path]) -> tuple[list[tuple[Path
     import numpy as np
     import torch
 
-    from signdigits.data import decode_image
-    from signdigits.model import load_model
+    from signdigits.core.data import decode_image
+    from signdigits.training.model import load_model
 
     model = load_model(model_file)
     answers, errors, pixels = [], [], []

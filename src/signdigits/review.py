@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from signdigits import paths
-from signdigits.errors import PipelineError
-from signdigits.files import write_text_atomic
-from signdigits.metrics import mcnemar
-from signdigits.params import load_params
+from signdigits.core import paths
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import write_text_atomic
+from signdigits.core.params import load_params
+from signdigits.reporting.metrics import mcnemar
 
 
 def _run(args: list[str]) -> str:
@@ -62,7 +62,7 @@ def _diff_table(diff: dict) -> str:
 
 def paired_test(old_csv: str, new_csv: str) -> dict:
     """McNemar's test on the test images both revisions scored (paired by file name)."""
-    from signdigits.evaluation import read_predictions
+    from signdigits.reporting.evaluation import read_predictions
 
     old, new = read_predictions(old_csv), read_predictions(new_csv)
     common = sorted(set(old) & set(new))

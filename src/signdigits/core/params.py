@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from signdigits.errors import PipelineError
+from signdigits.core.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from signdigits.errors import PipelineError
+from signdigits.core.errors import PipelineError
 
 MODES = ("portable", "native")
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}

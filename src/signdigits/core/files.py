@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from signdigits import FORMAT_VERSION
-from signdigits.errors import PipelineError
+from signdigits.core.errors import PipelineError
+
+# Bumped whenever the layout of prepared data, split files or model files changes, so that
+# stale files from an older pipeline fail with a clear message instead of a confusing one.
+FORMAT_VERSION = 1
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

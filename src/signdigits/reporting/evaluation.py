@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from signdigits import paths
-from signdigits.data import load_prepared, load_split, select_digits
-from signdigits.engine import Split, evaluate
-from signdigits.errors import PipelineError
-from signdigits.files import csv_text, write_text_atomic
-from signdigits.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
-from signdigits.model import Classifier, describe, load_model
-from signdigits.params import EvaluateParams
+from signdigits.core import paths
+from signdigits.core.data import load_prepared, load_split, select_digits
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import csv_text, write_text_atomic
+from signdigits.core.params import EvaluateParams
+from signdigits.reporting.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
+from signdigits.training.engine import Split, evaluate
+from signdigits.training.model import Classifier, describe, load_model
 
 PREDICTION_COLUMNS = ("file", "actual", "predicted", "probability")
 

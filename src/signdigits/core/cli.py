@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from signdigits.errors import PipelineError
+from signdigits.core.errors import PipelineError
 
 
 def _terminate(signum, frame):
@@ -23,8 +23,8 @@ def run_stage(main: Callable[..., object]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        from signdigits.kernels import pin_cpu_kernels
-        from signdigits.params import load_params
+        from signdigits.core.kernels import pin_cpu_kernels
+        from signdigits.core.params import load_params
 
         params = load_params()
         pin_cpu_kernels(params.runtime.cpu_kernels)

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from signdigits.errors import PipelineError
-from signdigits.kernels import check_cpu_kernels, describe_cpu_kernels
-from signdigits.model import MLP, Arch, Classifier, normalize_each_image
-from signdigits.params import Runtime, TrainParams
+from signdigits.core.errors import PipelineError
+from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
+from signdigits.core.params import Runtime, TrainParams
+from signdigits.training.model import MLP, Arch, Classifier, normalize_each_image
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from signdigits.errors import PipelineError
-from signdigits.files import read_arrays, write_arrays
-from signdigits.params import PrepareParams, SplitParams
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import read_arrays, write_arrays
+from signdigits.core.params import PrepareParams, SplitParams
 
 log = logging.getLogger(__name__)
 

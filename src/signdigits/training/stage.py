@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
-from signdigits import paths
-from signdigits.data import load_prepared, load_split, select_digits
-from signdigits.engine import Split, evaluate, setup_runtime, train
-from signdigits.files import csv_text, write_json, write_text_atomic
-from signdigits.metrics import classification_scores, roc_auc, rounded
-from signdigits.model import save_model
-from signdigits.params import Runtime, TrainParams, require_batch_fits
+from signdigits.core import paths
+from signdigits.core.data import load_prepared, load_split, select_digits
+from signdigits.core.files import csv_text, write_json, write_text_atomic
+from signdigits.core.params import Runtime, TrainParams, require_batch_fits
+from signdigits.reporting.metrics import classification_scores, roc_auc, rounded
+from signdigits.training.engine import Split, evaluate, setup_runtime, train
+from signdigits.training.model import save_model
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from signdigits.params import Runtime, SweepParams, TrainParams
+from signdigits.core.params import Runtime, SweepParams, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,15 @@ _worker_data = None  # (device, StageData) of this process, set once per worker
 def _init_worker(runtime: Runtime, threads: int) -> None:
     global _worker_data
     logging.basicConfig(level=logging.WARNING)
-    from signdigits.engine import setup_runtime
-    from signdigits.training import load_stage_data
+    from signdigits.training.engine import setup_runtime
+    from signdigits.training.stage import load_stage_data
 
     device = setup_runtime(runtime, threads=threads)
     _worker_data = load_stage_data(device)
 
 
 def _train_one(run: int, cfg: TrainParams) -> dict:
-    from signdigits.engine import evaluate, train
+    from signdigits.training.engine import evaluate, train
 
     data = _worker_data
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def pick_winner(rows: list[dict]) -> dict:
 
 
 def results_csv(rows: list[dict]) -> str:
-    from signdigits.files import csv_text
-    from signdigits.metrics import rounded
+    from signdigits.core.files import csv_text
+    from signdigits.reporting.metrics import rounded
 
     return csv_text((rounded(row) for row in rows), RESULT_COLUMNS)

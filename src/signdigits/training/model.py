@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from signdigits import FORMAT_VERSION
-from signdigits.errors import PipelineError
-from signdigits.files import require_file, write_bytes_atomic
+from signdigits.core.errors import PipelineError
+from signdigits.core.files import FORMAT_VERSION, require_file, write_bytes_atomic
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signdigits.params import Params, TrainParams
+from signdigits.core.params import Params, TrainParams
 
 
 def _pct(x: float) -> str:

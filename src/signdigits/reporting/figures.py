@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from signdigits.files import write_bytes_atomic  # noqa: E402
+from signdigits.core.files import write_bytes_atomic  # noqa: E402
 
 FIGURES = Path("plots/figures")
 _PNG_METADATA = {"Software": None}

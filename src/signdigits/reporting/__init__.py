@@ -1,0 +1,1 @@
+"""Reporting: every model on the test part, its metrics, figures and the study report."""
