@@ -1,38 +1,42 @@
-"""evaluate: every model on the held-out test part; metrics, confusion data, figures and the report."""
+"""evaluate: every model on the held-out test part; metrics, tables, figures and the report.
+
+It reads only what the other stages wrote (arrays, models, their JSON and CSV), never their params.
+"""
 
 from signdigits.core import paths
 from signdigits.core.cli import run_stage
-from signdigits.core.files import read_json, write_json, write_text_atomic
+from signdigits.core.files import read_csv, read_json, write_json, write_text_atomic
 
 
 def main(params):
     from signdigits.reporting import figures
-    from signdigits.reporting.evaluation import confusion, evaluate_models, write_predictions
-    from signdigits.reporting.metrics import rounded
+    from signdigits.reporting.evaluation import evaluate_models, summary, write_tables
     from signdigits.reporting.report import build_report
     from signdigits.training.engine import setup_runtime
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
     training = {name: read_json(paths.metrics_path(name)) for name in paths.TRAINED_MODELS}
-    histories = {name: figures.read_csv(paths.history_path(name)) for name in paths.TRAINED_MODELS}
-    sweep_rows = figures.read_csv(paths.PLOTS / "sweep" / "results.csv")
+    histories = {name: read_csv(paths.history_path(name)) for name in paths.TRAINED_MODELS}
+    sweep_rows = read_csv(paths.SWEEP_RESULTS)
 
     device = setup_runtime(params.runtime)
     results = evaluate_models(paths.TRAINED_MODELS, params.evaluate, device)
-    evaluation = rounded({"final_model": paths.FINAL_MODEL, "models": {r.name: r.scores for r in results}})
-
+    write_tables(results)
     for result in results:
-        write_predictions(result)
-        figures.confusion_heatmap(result.name, confusion(result), result.model.classes)
+        figures.confusion_heatmap(result.name, result.confusion, result.model.classes)
         figures.learning_curves(result.name, histories[result.name])
     final = results[paths.TRAINED_MODELS.index(paths.FINAL_MODEL)]
     limit = params.evaluate.max_misclassified
     figures.misclassified_grid(final.name, final.pixels, final.actual, final.predicted, limit)
     figures.sweep_chart(sweep_rows, sweep["winner"]["run"])
-    write_json(paths.metrics_path("evaluate"), evaluation)
-    write_text_atomic(paths.METRICS / "report.md", build_report(params, split, training, sweep, evaluation))
-    for name, scores in evaluation["models"].items():
-        print(f"evaluate: {name:13s} test accuracy {scores['accuracy']:.4f} {scores['accuracy_ci95']}")
+    write_json(paths.metrics_path("evaluate"), summary(results, sweep), sort_keys=False)
+    scores = {r.name: r.scores for r in results}
+    image_size = final.pixels.shape[1]
+    write_text_atomic(paths.REPORT, build_report(image_size, split, training, sweep, scores, final.per_class))
+    for r in results:
+        test = r.scores["test"]
+        interval = f"[{test['accuracy_ci95_low']:.4f}, {test['accuracy_ci95_high']:.4f}]"
+        print(f"evaluate: {r.name:13s} test accuracy {test['accuracy']:.4f} {interval}")
 
 
 if __name__ == "__main__":

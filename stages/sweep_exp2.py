@@ -8,7 +8,7 @@ from signdigits.core.params import require_batch_fits
 
 def main(params):
     from signdigits.core.data import load_prepared, load_split
-    from signdigits.reporting.metrics import rounded
+    from signdigits.training.stage import settings
     from signdigits.training.sweep import pick_winner, results_csv, run_sweep
 
     n_train = len(load_split(paths.SPLIT, len(load_prepared(paths.PREPARED).labels))["train"])
@@ -16,8 +16,12 @@ def main(params):
         require_batch_fits(f"exp2.batch_size[{i}]", batch_size, n_train)
     rows = run_sweep(params.exp2, params.runtime)
     winner = pick_winner(rows)
-    write_text_atomic(paths.PLOTS / "sweep" / "results.csv", results_csv(rows))
-    write_json(paths.metrics_path("sweep"), rounded({"runs": len(rows), "winner": winner}))
+    grid = {key: list(getattr(params.exp2, key)) for key in ("lr", "batch_size", "epochs", "optimizer")}
+    write_text_atomic(paths.SWEEP_RESULTS, results_csv(rows))
+    write_json(
+        paths.metrics_path("sweep"),
+        {"runs": len(rows), "winner": winner, "grid": grid, "config": settings(params.exp2.model)},
+    )
     print(f"sweep: {len(rows)} runs; winner {winner}")
 
 

@@ -3,7 +3,7 @@
 Every failing stage must exit 2 with one `error: ...` line that names the problem, print no
 traceback, and leave the outputs of the previous successful run byte-identical, with no
 temporary files behind. The stages run as `python stages/<stage>.py` in a tiny copy of the
-repository (see conftest.TinyRepo), as DVC runs them.
+repository (see helpers.TinyRepo), as DVC runs them.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import RunsOnUnpickle
 
-from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
 
 OUTPUTS = (
@@ -276,7 +275,7 @@ def test_write_bytes_atomic_keeps_the_old_file_when_writing_raises(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
-# --- model files --------------------------------------------------------------------------------
+# --- the predict command (model-file robustness itself: test_model.py) ----------------------------
 
 
 @pytest.fixture(scope="module")
@@ -292,121 +291,11 @@ def model_file(tmp_path_factory):
     return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
 
 
-class MakesMarker:
-    """Unpickling this calls open(marker, 'w'): code from the file running on load."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 def malicious_model(path: Path, marker: Path) -> Path:
     import torch
 
-    payload = {"format_version": FORMAT_VERSION, "arch": MakesMarker(marker), "members": []}
-    torch.save(payload, path)
+    torch.save({"format_version": FORMAT_VERSION, "arch": RunsOnUnpickle(marker), "members": []}, path)
     return path
-
-
-def test_model_file_round_trip(model_file):
-    from signdigits.training.model import load_model
-
-    model = load_model(model_file, image_size=16, n_classes=10, hidden=(8,))
-    assert model.classes == list(range(10)) and not model.training
-
-
-def test_missing_model_file(tmp_path):
-    from signdigits.training.model import load_model
-
-    with pytest.raises(PipelineError, match="file not found"):
-        load_model(tmp_path / "models" / "train_best.pt")
-
-
-@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
-def test_truncated_model_file(model_file, tmp_path, keep):
-    from signdigits.training.model import load_model
-
-    data = model_file.read_bytes()
-    path = tmp_path / "truncated.pt"
-    path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(PipelineError) as info:
-        load_model(path)
-    assert str(path) in str(info.value)
-    assert "truncated" in str(info.value) or "damaged" in str(info.value)
-
-
-def test_foreign_model_files(tmp_path):
-    import torch
-
-    from signdigits.training.model import load_model
-
-    text = tmp_path / "notes.pt"
-    text.write_text("hello")
-    other_zip = tmp_path / "archive.pt"
-    with zipfile.ZipFile(other_zip, "w") as z:
-        z.writestr("readme.txt", "not a model")
-    other_torch = tmp_path / "state_dict.pt"
-    torch.save({"weight": torch.zeros(2, 2)}, other_torch)
-    tensor = tmp_path / "tensor.pt"
-    torch.save(torch.zeros(3), tensor)
-    for path in (text, other_zip, other_torch, tensor):
-        with pytest.raises(PipelineError) as info:
-            load_model(path)
-        assert str(path) in str(info.value)
-        assert "signdigits model file" in str(info.value) or "damaged" in str(info.value), str(info.value)
-
-
-def test_model_file_of_another_format_version(model_file, tmp_path):
-    import torch
-
-    from signdigits.training.model import load_model
-
-    payload = torch.load(model_file, weights_only=True)
-    payload["format_version"] = 0
-    path = tmp_path / "old.pt"
-    torch.save(payload, path)
-    with pytest.raises(PipelineError, match=f"format {FORMAT_VERSION} \\(found 0\\)"):
-        load_model(path)
-
-
-@pytest.mark.parametrize(
-    "check, expected",
-    [
-        ({"hidden": (128,)}, "model has hidden (8,), expected (128,)"),
-        ({"n_classes": 2}, "model has n_classes 10, expected 2"),
-        ({"image_size": 28}, "model has image_size 16, expected 28"),
-    ],
-)
-def test_model_of_another_architecture(model_file, check, expected):
-    from signdigits.training.model import load_model
-
-    with pytest.raises(PipelineError) as info:
-        load_model(model_file, **check)
-    assert expected in str(info.value)
-    assert "256-8-10" in str(info.value)
-
-
-def test_malicious_pickle_is_refused_and_never_run(tmp_path):
-    import torch
-
-    from signdigits.training.model import load_model
-
-    # the control: loaded the unsafe way, this file does create its marker
-    control_marker = tmp_path / "control_marker"
-    torch.load(malicious_model(tmp_path / "control.pt", control_marker), weights_only=False)
-    assert control_marker.exists()
-
-    marker = tmp_path / "marker"
-    path = malicious_model(tmp_path / "evil.pt", marker)
-    with pytest.raises(PipelineError) as info:
-        load_model(path)
-    assert "refused" in str(info.value) and str(path) in str(info.value)
-    assert not marker.exists()
-
-
-# --- the predict command ------------------------------------------------------------------------
 
 
 def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):

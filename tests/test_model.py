@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from helpers import RunsOnUnpickle
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION
@@ -93,20 +94,10 @@ def test_mismatched_architecture_is_refused(model_file, asked, named):
 # --- refusing what is not a model file ----------------------------------------------------------
 
 
-class _Payload:
-    """Unpickling this runs open(marker, "w"): it would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_pickle_payload_is_refused_without_running_it(tmp_path, wrapped):
     marker = tmp_path / "marker"
-    payload = _Payload(marker)
+    payload = RunsOnUnpickle(marker)
     path = tmp_path / "evil.pt"
     # wrapped: it hides inside an otherwise valid-looking model file
     real = torch.load(io.BytesIO(model_bytes(make_classifier())), weights_only=True)
@@ -118,6 +109,15 @@ def test_pickle_payload_is_refused_without_running_it(tmp_path, wrapped):
     # the payload is live: unpickling it for real would have created the marker
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_file_of_another_format_version(model_file, tmp_path):
+    payload = torch.load(model_file[1], weights_only=True)
+    payload["format_version"] = 0
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=f"format {FORMAT_VERSION} \\(found 0\\)"):
+        load_model(path)
 
 
 def test_missing_file(tmp_path):

@@ -7,17 +7,18 @@ check the committed outputs, push and pull through a DVC remote, then run experi
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
-import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from helpers import experiments_of_head, git_clone, run, stages_run
 from packaging.requirements import Requirement
 
 from signdigits.core.kernels import cpu_has_avx2
@@ -67,37 +68,6 @@ def packages_differing_from_lock() -> list[str]:
     return differing
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run with this venv's python and dvc first on PATH, as `make` does."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
-
-
-def git_clone(source: Path, target: Path) -> Path:
-    run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
-    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=target)
-    run(["git", "config", "user.name", "signdigits tests"], cwd=target)
-    return target
-
-
-def experiments_of_head(cwd: Path) -> list[dict]:
-    """The experiments `dvc exp show --json` lists under the baseline commit (not the workspace row)."""
-    rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=cwd).stdout)
-    baseline = next(row for row in rows if row["rev"] != "workspace")
-    return [exp["revs"][0]["data"] for exp in baseline["experiments"] or []]
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """A fresh clone of the committed HEAD with the whole pipeline run from scratch (no DVC cache)."""
@@ -121,32 +91,48 @@ def test_fresh_clone_reproduces_committed_lock_and_metrics_bit_for_bit(clone):
 
 def test_fresh_clone_agrees_with_committed_results_within_tolerance(clone):
     """Everywhere: every model's test score within TOLERANCE_IMAGES images of the committed one."""
-    committed = json.loads(run(["git", "show", "HEAD:metrics/evaluate.json"], cwd=clone).stdout)["models"]
-    reproduced = json.loads((clone / "metrics/evaluate.json").read_text())["models"]
-    assert reproduced.keys() == committed.keys()
-    for name, scores in committed.items():
-        assert reproduced[name]["images"] == scores["images"], name
-        assert abs(reproduced[name]["correct"] - scores["correct"]) <= TOLERANCE_IMAGES, name
+    committed = pd.read_csv(io.StringIO(run(["git", "show", "HEAD:plots/evaluate/scores.csv"], cwd=clone).stdout))
+    reproduced = pd.read_csv(clone / "plots/evaluate/scores.csv")
+    both = committed.merge(reproduced, on=["model", "part"], suffixes=("_committed", "_reproduced"))
+    assert len(both) == len(committed) == len(reproduced) == 12
+    assert (both.images_committed == both.images_reproduced).all()
+    off = both[(both.correct_committed - both.correct_reproduced).abs() > TOLERANCE_IMAGES]
+    assert off.empty, off[["model", "part", "correct_committed", "correct_reproduced"]]
 
 
 def test_every_plot_renders(clone):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], cwd=clone).stdout)
     assert "errors" not in shown
-    ids = set(shown["data"])
-    assert {"Validation accuracy per epoch", "Validation loss per epoch", "Training loss per epoch"} <= ids
+    ids = list(shown["data"])
+    assert len(ids) == len(set(ids))
     for model in ("train_binary", "train_base", "train_exp1", "train_best"):
         assert f"plots/evaluate/predictions_{model}.csv" in ids
         assert f"plots/figures/curves_{model}.png" in ids
-    assert {"plots/sweep/results.csv", "plots/figures/sweep.png", "plots/figures/misclassified_train_best.png"} <= ids
+        assert f"plots/{model}/history.csv" in ids
+    assert {"plots/sweep/results.csv", "plots/figures/sweep.png", "plots/figures/misclassified_train_best.png"} <= set(
+        ids
+    )
+    assert not any(id.startswith("dvc.yaml::") for id in ids)  # every plot declared once, beside its stage
+    (sweep,) = shown["data"]["plots/sweep/results.csv"]
+    assert "bar" in json.dumps(sweep["content"]["mark"])
+
+
+def test_the_experiment_table_leads_with_the_final_model_in_few_columns(clone):
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
+    metrics = rows[0]["revs"][0]["data"]["metrics"]
+    assert list(metrics) == ["metrics/evaluate.json"]
+    columns = list(pd.json_normalize(metrics["metrics/evaluate.json"]["data"]).columns)
+    assert columns[0] == "final.test_accuracy"
+    assert len(columns) <= 15, columns
 
 
 def test_final_model_meets_the_target(clone):
-    evaluation = json.loads((clone / "metrics/evaluate.json").read_text())["models"]
-    assert evaluation["train_best"]["accuracy"] >= 0.95
+    evaluation = json.loads((clone / "metrics/evaluate.json").read_text())
+    assert evaluation["final"]["test_accuracy"] >= 0.95
     assert (
-        evaluation["train_best"]["accuracy"]
-        > evaluation["train_exp1"]["accuracy"]
-        > evaluation["train_base"]["accuracy"]
+        evaluation["final"]["test_accuracy"]
+        > evaluation["train_exp1"]["test_accuracy"]
+        > evaluation["train_base"]["test_accuracy"]
     )
     report = (clone / "metrics/report.md").read_text()
     for table in range(1, 9):
@@ -181,13 +167,12 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(clone):
     done = run(["dvc", "exp", "run", "-S", f"lr={new_lr}"], cwd=clone)
     assert stages_run(done.stdout) == ["train_best", "evaluate"]
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], cwd=clone).stdout)
-    assert any(key.startswith("models.train_best.") for key in diff["metrics/evaluate.json"])
-    assert "models.train_base.accuracy" not in diff["metrics/evaluate.json"]
-    assert "val.loss" in diff["metrics/train_best.json"]
+    assert any(key.startswith("final.") for key in diff["metrics/evaluate.json"])
+    assert "train_base.test_accuracy" not in diff["metrics/evaluate.json"]
     (experiment,) = experiments_of_head(clone)
     assert experiment["params"]["params.yaml"]["data"]["lr"] == new_lr
-    shown = experiment["metrics"]["metrics/evaluate.json"]["data"]["models"]["train_best"]["accuracy"]
-    assert shown == json.loads((clone / "metrics/evaluate.json").read_text())["models"]["train_best"]["accuracy"]
+    shown = experiment["metrics"]["metrics/evaluate.json"]["data"]["final"]["test_accuracy"]
+    assert shown == json.loads((clone / "metrics/evaluate.json").read_text())["final"]["test_accuracy"]
 
     review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
     assert review.returncode in (0, 1), review.stderr

@@ -11,16 +11,20 @@ predictions of both revisions (both in git). Exits 1 when that accuracy drops by
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from signdigits.core import paths
+from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import write_text_atomic
+from signdigits.core.files import read_json, require_file, write_text_atomic
 from signdigits.core.params import load_params
-from signdigits.reporting.metrics import mcnemar
 
 
 def _run(args: list[str]) -> str:
@@ -40,6 +44,9 @@ def _at_base(base: str, path: Path) -> str:
 
 
 def _final_accuracy(evaluation: dict) -> float:
+    """metrics/evaluate.json's final test accuracy (also in the layout of revisions before its `final` key)."""
+    if "final" in evaluation:
+        return evaluation["final"]["test_accuracy"]
     return evaluation["models"][paths.FINAL_MODEL]["accuracy"]
 
 
@@ -62,16 +69,24 @@ def _diff_table(diff: dict) -> str:
 
 def paired_test(old_csv: str, new_csv: str) -> dict:
     """McNemar's test on the test images both revisions scored (paired by file name)."""
-    from signdigits.reporting.evaluation import read_predictions
+    import pandas as pd
 
-    old, new = read_predictions(old_csv), read_predictions(new_csv)
-    common = sorted(set(old) & set(new))
-    result = mcnemar(
-        [old[f][0] == old[f][1] for f in common],
-        [new[f][0] == new[f][1] for f in common],
-    )
-    result["paired_images"] = len(common)
+    old, new = (pd.read_csv(io.StringIO(text)) for text in (old_csv, new_csv))
+    pairs = old.merge(new, on="file", suffixes=("_old", "_new"))
+    result = mcnemar(pairs.actual_old == pairs.predicted_old, pairs.actual_new == pairs.predicted_new)
+    result["paired_images"] = len(pairs)
     return result
+
+
+def mcnemar(correct_old, correct_new) -> dict:
+    """Exact two-sided McNemar test: do two models on the same images err on different ones more than chance allows?"""
+    correct_old, correct_new = np.asarray(correct_old, bool), np.asarray(correct_new, bool)
+    only_old = int((correct_old & ~correct_new).sum())
+    only_new = int((~correct_old & correct_new).sum())
+    n = only_old + only_new
+    tail = sum(math.comb(n, k) for k in range(min(only_old, only_new) + 1))
+    p_value = min(1.0, 2 * tail / 2**n) if n else 1.0
+    return {"only_old_correct": only_old, "only_new_correct": only_new, "p_value": p_value}
 
 
 def build_review(base: str) -> tuple[str, bool]:
@@ -79,9 +94,9 @@ def build_review(base: str) -> tuple[str, bool]:
     max_drop = load_params().review.max_drop
     evaluation_file = paths.metrics_path("evaluate")
     predictions_file = paths.predictions_path(paths.FINAL_MODEL)
-    new_accuracy = _final_accuracy(json.loads(evaluation_file.read_text()))
+    new_accuracy = _final_accuracy(read_json(evaluation_file))
     old_accuracy = _final_accuracy(json.loads(_at_base(base, evaluation_file)))
-    test = paired_test(_at_base(base, predictions_file), predictions_file.read_text())
+    test = paired_test(_at_base(base, predictions_file), require_file(predictions_file).read_text())
     drop = old_accuracy - new_accuracy
     passed = drop <= max_drop + 1e-12
     significant = test["p_value"] < 0.05
@@ -103,19 +118,20 @@ def build_review(base: str) -> tuple[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the change passes, 1 when the final accuracy dropped more than review.max_drop, 2 on an error."""
     parser = argparse.ArgumentParser(prog="signdigits-review", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="git revision to compare with (default: main)")
     parser.add_argument("--out", type=Path, help="also write the Markdown to this file")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         markdown, passed = build_review(args.base)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown)
-    if args.out:
-        write_text_atomic(args.out, markdown)
-    return 0 if passed else 1
+        print(markdown)
+        if args.out:
+            write_text_atomic(args.out, markdown)
+        return 0 if passed else 1
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

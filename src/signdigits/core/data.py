@@ -72,7 +72,7 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
 
 
 def recover_signers(files: list[str], labels: np.ndarray) -> np.ndarray:
-    """Signer id per image, from file numbers (see data/raw/README and the dataset's notes).
+    """Signer id per image, from file numbers (the rule the dataset's notes give; README, "Data and credit").
 
     Each signer's photos were taken in one sitting with consecutive numbers and the digits in
     order 0, 1, 2, ...; sorted by number, a new signer starts wherever the digit stops increasing.

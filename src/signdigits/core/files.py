@@ -45,9 +45,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Sorted keys and a trailing newline, so equal content means equal bytes."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+    """Floats rounded, keys sorted (unless their order is the point), a trailing newline: equal content, equal bytes."""
+    return write_text_atomic(path, json.dumps(rounded(obj), indent=2, sort_keys=sort_keys) + "\n")
+
+
+def rounded(obj, digits: int = 6):
+    """Round every float in a nested structure, so metrics files read and diff well."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -59,12 +70,19 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def csv_text(rows, columns: tuple[str, ...]) -> str:
-    """Rows of dicts as CSV text with \n line ends, the columns in the given order."""
+    """Rows of dicts as CSV text with \n line ends, the columns in the given order, floats rounded."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(rounded(dict(row)) for row in rows)
     return out.getvalue()
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows as dicts of strings, from a CSV that a stage wrote."""
+    path = require_file(path)
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

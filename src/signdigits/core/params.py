@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
+from signdigits.core import paths
 from signdigits.core.errors import PipelineError
-
-PARAMS_FILE = Path("params.yaml")
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
@@ -167,7 +166,7 @@ class Params:
 _MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams}
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
+def load_params(path: str | Path = paths.PARAMS) -> Params:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; run the stage from the repository root")

@@ -2,12 +2,18 @@
 
 from pathlib import Path
 
+PARAMS = Path("params.yaml")
 RAW_DIR = Path("data/raw")
 PREPARED = Path("data/prepared/images.npz")
 SPLIT = Path("data/split/split.npz")
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+FIGURES = PLOTS / "figures"
+SWEEP_RESULTS = PLOTS / "sweep" / "results.csv"
+SCORES = PLOTS / "evaluate" / "scores.csv"
+PER_CLASS = PLOTS / "evaluate" / "per_class.csv"
+REPORT = METRICS / "report.md"
 
 TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")
 FINAL_MODEL = "train_best"

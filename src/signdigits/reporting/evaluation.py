@@ -1,104 +1,151 @@
-"""evaluate: every trained model on the test part, which no other stage reads."""
+"""Every trained model on the train, val and test parts: scikit-learn's metrics, a bootstrap interval.
+
+Only this stage reads the test part. It scores the train and val parts too, so the study's tables
+(training and validation precision, recall, F1) come from one place, computed one way.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn import metrics as sk
 
 from signdigits.core import paths
-from signdigits.core.data import load_prepared, load_split, select_digits
+from signdigits.core.data import PARTS, load_prepared, load_split, select_digits
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.core.params import EvaluateParams
-from signdigits.reporting.metrics import bootstrap_accuracy, classification_scores, confusion_matrix, roc_auc
 from signdigits.training.engine import Split, evaluate
 from signdigits.training.model import Classifier, describe, load_model
 
 PREDICTION_COLUMNS = ("file", "actual", "predicted", "probability")
+SCORE_COLUMNS = (
+    "model", "part", "network", "ensemble", "images", "correct", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high",
+    "precision_macro", "recall_macro", "f1_macro", "loss", "roc_auc",
+)  # fmt: skip
+PER_CLASS_COLUMNS = ("model", "digit", "precision", "recall", "f1", "support")
 
 
 @dataclass
 class ModelResult:
     name: str
     model: Classifier
+    scores: dict[str, dict]  # part -> scores
+    per_class: list[dict]  # test part, one row per digit
     files: np.ndarray  # test files the model was scored on (its classes only)
     pixels: np.ndarray  # their uint8 images, for the figure of mistakes
     actual: np.ndarray  # digits
     predicted: np.ndarray  # digits
     probability: np.ndarray  # of the predicted digit
-    scores: dict
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return sk.confusion_matrix(self.actual, self.predicted, labels=self.model.classes)
 
 
 def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torch.device) -> list[ModelResult]:
     prepared = load_prepared(paths.PREPARED)
-    test = load_split(paths.SPLIT, len(prepared.labels))["test"]
-    image_size = prepared.pixels.shape[1]
+    split = load_split(paths.SPLIT, len(prepared.labels))
     results = []
     for name in names:
-        model = load_model(paths.model_path(name), image_size=image_size, device=device)
+        model = load_model(paths.model_path(name), image_size=prepared.pixels.shape[1], device=device)
         classes = np.array(model.classes)
-        idx, labels = select_digits(prepared.labels, test, model.classes)
-        if len(idx) == 0:
-            raise PipelineError(f"{paths.model_path(name)}: the test part holds none of its digits {model.classes}")
-        ev = evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device))
-        scores = classification_scores(labels, ev.predictions, model.classes)
-        correct = ev.predictions == labels
-        low, high = bootstrap_accuracy(correct, params.bootstrap, params.seed)
-        scores.update(
-            {
-                "accuracy_ci95": [low, high],
-                "loss": ev.loss,
-                "images": int(len(idx)),
-                "correct": int(correct.sum()),
-                "wrong": int((~correct).sum()),
-                "architecture": describe(model.arch),
+        scores, per_class = {}, []
+        for part in PARTS:
+            idx, labels = select_digits(prepared.labels, split[part], model.classes)
+            if len(idx) == 0:
+                raise PipelineError(
+                    f"{paths.model_path(name)}: the {part} part holds none of its digits {model.classes}"
+                )
+            ev = evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device))
+            scores[part] = {
+                "network": describe(model.arch),
                 "ensemble": len(model.members),
+                **classification_scores(labels, ev.predictions, len(classes)),
+                "loss": ev.loss,
+                "roc_auc": sk.roc_auc_score(labels == 1, ev.probabilities[:, 1]) if len(classes) == 2 else "",
             }
+        correct = ev.predictions == labels  # the test part, last of PARTS
+        low, high = bootstrap_accuracy(correct, params.bootstrap, params.seed)
+        scores["test"].update(accuracy_ci95_low=low, accuracy_ci95_high=high)
+        precision, recall, f1, support = sk.precision_recall_fscore_support(
+            labels, ev.predictions, labels=range(len(classes)), zero_division=0
         )
-        if len(classes) == 2:
-            scores["roc_auc"] = roc_auc(labels == 1, ev.probabilities[:, 1])
+        per_class = [
+            {"model": name, "digit": int(c), "precision": p, "recall": r, "f1": f, "support": int(n)}
+            for c, p, r, f, n in zip(classes, precision, recall, f1, support, strict=True)
+        ]
         results.append(
             ModelResult(
                 name=name,
                 model=model,
+                scores=scores,
+                per_class=per_class,
                 files=prepared.files[idx],
                 pixels=prepared.pixels[idx],
                 actual=prepared.labels[idx],
                 predicted=classes[ev.predictions],
                 probability=ev.probabilities[np.arange(len(idx)), ev.predictions],
-                scores=scores,
             )
         )
     return results
 
 
-def predictions_csv(result: ModelResult) -> str:
-    """One row per test image: the data of DVC's confusion plot, and what McNemar's test pairs up."""
-    rows = (
-        {"file": file, "actual": int(actual), "predicted": int(predicted), "probability": f"{probability:.6f}"}
-        for file, actual, predicted, probability in zip(
-            result.files, result.actual, result.predicted, result.probability, strict=True
+def classification_scores(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict:
+    """Accuracy and macro precision/recall/F1 (0 where undefined), over all of the model's classes."""
+    precision, recall, f1, _ = sk.precision_recall_fscore_support(
+        labels, predictions, labels=range(n_classes), average="macro", zero_division=0
+    )
+    return {
+        "images": len(labels),
+        "correct": int((labels == predictions).sum()),
+        "accuracy": sk.accuracy_score(labels, predictions),
+        "precision_macro": precision,
+        "recall_macro": recall,
+        "f1_macro": f1,
+    }
+
+
+def bootstrap_accuracy(correct: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of accuracy over images resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    correct = np.asarray(correct, dtype=np.float64)
+    draws = rng.integers(0, len(correct), size=(resamples, len(correct)))
+    low, high = np.quantile(correct[draws].mean(axis=1), [0.025, 0.975])
+    return float(low), float(high)
+
+
+def write_tables(results: list[ModelResult]) -> None:
+    """Per-image predictions (confusion plots, McNemar's pairs), scores per part, per-class scores."""
+    for r in results:
+        rows = (
+            {"file": file, "actual": int(a), "predicted": int(p), "probability": f"{prob:.6f}"}
+            for file, a, p, prob in zip(r.files, r.actual, r.predicted, r.probability, strict=True)
         )
-    )
-    return csv_text(rows, PREDICTION_COLUMNS)
+        write_text_atomic(paths.predictions_path(r.name), csv_text(rows, PREDICTION_COLUMNS))
+    scores = ({"model": r.name, "part": part, **s} for r in results for part, s in r.scores.items())
+    write_text_atomic(paths.SCORES, csv_text(scores, SCORE_COLUMNS))
+    write_text_atomic(paths.PER_CLASS, csv_text((row for r in results for row in r.per_class), PER_CLASS_COLUMNS))
 
 
-def write_predictions(result: ModelResult) -> None:
-    write_text_atomic(paths.predictions_path(result.name), predictions_csv(result))
-
-
-def read_predictions(text: str) -> dict[str, tuple[int, int]]:
-    """file -> (actual, predicted), from the text of a predictions CSV (any git revision)."""
-    rows = csv.DictReader(io.StringIO(text))
-    return {row["file"]: (int(row["actual"]), int(row["predicted"])) for row in rows}
-
-
-def confusion(result: ModelResult) -> np.ndarray:
-    classes = result.model.classes
-    return confusion_matrix(
-        [classes.index(int(a)) for a in result.actual], [classes.index(int(p)) for p in result.predicted], len(classes)
-    )
+def summary(results: list[ModelResult], sweep: dict) -> dict:
+    """metrics/evaluate.json: what a reviewer compares, final model first (dvc exp show keeps this order)."""
+    by_name = {r.name: r.scores for r in results}
+    final = by_name[paths.FINAL_MODEL]
+    out = {
+        "final": {
+            "test_accuracy": final["test"]["accuracy"],
+            "test_f1_macro": final["test"]["f1_macro"],
+            "val_accuracy": final["val"]["accuracy"],
+            "val_f1_macro": final["val"]["f1_macro"],
+        }
+    }
+    for name in (n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL):
+        out[name] = {
+            "test_accuracy": by_name[name]["test"]["accuracy"],
+            "test_f1_macro": by_name[name]["test"]["f1_macro"],
+        }
+    out["sweep_winner"] = {"run": sweep["winner"]["run"], "val_accuracy": sweep["winner"]["val_accuracy"]}
+    return out

@@ -5,7 +5,6 @@ Rendered with Agg and without a timestamp or version in the file, so the bytes r
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from signdigits.core.files import write_bytes_atomic  # noqa: E402
+from signdigits.core.paths import FIGURES  # noqa: E402
 
-FIGURES = Path("plots/figures")
 _PNG_METADATA = {"Software": None}
 
 
@@ -27,11 +26,6 @@ def _save(fig, name: str) -> Path:
     fig.savefig(buffer, format="png", dpi=100, metadata=_PNG_METADATA)
     plt.close(fig)
     return write_bytes_atomic(FIGURES / name, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def learning_curves(name: str, history: list[dict]) -> Path:
@@ -71,7 +65,7 @@ def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Path
 
 
 def sweep_chart(rows: list[dict], winner_run: int) -> Path:
-    labels = [f"{r['optimizer']} lr={r['lr']} bs={r['batch_size']} ep={r['epochs']}" for r in rows]
+    labels = [r["label"] for r in rows]
     accuracy = [float(r["val_accuracy"]) for r in rows]
     colors = ["tab:orange" if int(r["run"]) == winner_run else "tab:blue" for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))

@@ -1,8 +1,10 @@
-"""metrics/report.md: the study's tables, regenerated from this run's params and metrics files."""
+"""metrics/report.md: the study's tables, regenerated from what this run's stages wrote.
+
+Settings come from each stage's JSON (the `config` it trained with), scores from evaluate: the
+report never reads params.yaml, so it cannot disagree with what was actually run.
+"""
 
 from __future__ import annotations
-
-from signdigits.core.params import Params, TrainParams
 
 
 def _pct(x: float) -> str:
@@ -15,8 +17,8 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _layers(cfg: TrainParams, image_size: int) -> list[str]:
-    sizes = [image_size * image_size, *cfg.hidden, 10]
+def _layers(cfg: dict, image_size: int) -> list[str]:
+    sizes = [image_size * image_size, *cfg["hidden"], 10]
     return [f"{a} -> {b}" for a, b in zip(sizes, sizes[1:], strict=False)]
 
 
@@ -24,14 +26,20 @@ def _figure(name: str, caption: str) -> str:
     return f"![{caption}](../plots/figures/{name})\n\n*{caption}*\n"
 
 
-def build_report(params: Params, split: dict, training: dict[str, dict], sweep: dict, evaluation: dict) -> str:
-    """Markdown of every table of the study, with this run's numbers; `training` maps stage -> its metrics."""
-    base, exp1, best = training["train_base"], training["train_exp1"], training["train_best"]
-    tests = evaluation["models"]
+def build_report(
+    image_size: int, split: dict, training: dict[str, dict], sweep: dict, scores: dict[str, dict], per_class: list[dict]
+) -> str:
+    """Markdown of every table of the study.
+
+    `training` maps stage -> its JSON, `scores` model -> part -> scores, `per_class` the final model's test rows.
+    """
+    best = training["train_best"]
+    base, exp1 = scores["train_base"], scores["train_exp1"]
+    tests = {name: by_part["test"] for name, by_part in scores.items()}
     final = tests["train_best"]
-    size = params.prepare.image_size
-    cfg_base, cfg_exp1, cfg_best = params.train_base, params.train_exp1, params.final
-    winner = sweep["winner"]
+    size = image_size
+    cfg_base, cfg_exp1, cfg_best = (training[name]["config"] for name in ("train_base", "train_exp1", "train_best"))
+    grid, winner = sweep["grid"], sweep["winner"]
     out = [
         "# signdigits: study report\n",
         "Written by the `evaluate` stage from this run's params and metrics files; every number below "
@@ -51,7 +59,7 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
                 ["Audit: identical images in several parts", split["audit"]["identical_images_in_several_parts"]],
                 ["Device, threads, CPU kernels", f"{best['device']}, {best['threads']}, {best['cpu_kernels']}"],
                 ["torch", best["torch_version"]],
-                ["Seeds (base, exp1, final)", f"{cfg_base.seed}, {cfg_exp1.seed}, {cfg_best.seed}"],
+                ["Seeds (base, exp1, final)", f"{cfg_base['seed']}, {cfg_exp1['seed']}, {cfg_best['seed']}"],
             ],
         ),
         "Validation numbers come from the val part, used for every choice (early stopping, the sweep's "
@@ -61,12 +69,12 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
             ["Parameter", "Base model"],
             [
                 ["Input layer neurons", size * size],
-                ["Hidden layer(s)", ", ".join(map(str, cfg_base.hidden))],
+                ["Hidden layer(s)", ", ".join(map(str, cfg_base["hidden"]))],
                 ["Output layer neurons", 10],
-                ["Learning rate", cfg_base.lr],
-                ["Batch size", cfg_base.batch_size],
-                ["Epochs", cfg_base.epochs],
-                ["Optimizer", cfg_base.optimizer.upper()],
+                ["Learning rate", cfg_base["lr"]],
+                ["Batch size", cfg_base["batch_size"]],
+                ["Epochs", cfg_base["epochs"]],
+                ["Optimizer", cfg_base["optimizer"].upper()],
                 ["Loss function", "Cross-Entropy"],
             ],
         ),
@@ -97,10 +105,10 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
         _table(
             ["Parameter", "Values tested"],
             [
-                ["Learning rate", ", ".join(f"{v:g}" for v in params.exp2.lr)],
-                ["Batch size", ", ".join(map(str, params.exp2.batch_size))],
-                ["Epochs", ", ".join(map(str, params.exp2.epochs))],
-                ["Optimizer", ", ".join(o.upper() if o == "sgd" else o.capitalize() for o in params.exp2.optimizer)],
+                ["Learning rate", ", ".join(f"{v:g}" for v in grid["lr"])],
+                ["Batch size", ", ".join(map(str, grid["batch_size"]))],
+                ["Epochs", ", ".join(map(str, grid["epochs"]))],
+                ["Optimizer", ", ".join(o.upper() if o == "sgd" else o.capitalize() for o in grid["optimizer"])],
             ],
         ),
         f"{sweep['runs']} runs on the experiment 1 network. Winner: {winner['optimizer']}, lr {winner['lr']:g}, "
@@ -112,17 +120,18 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
             [
                 ["Training accuracy", _pct(exp1["train"]["accuracy"]), _pct(winner["train_accuracy"])],
                 ["Validation accuracy", _pct(exp1["val"]["accuracy"]), _pct(winner["val_accuracy"])],
-                ["Convergence time (epochs)", exp1["epochs_run"], winner["epochs_run"]],
+                ["Convergence time (epochs)", training["train_exp1"]["epochs_run"], winner["epochs_run"]],
                 ["Final loss (validation)", f"{exp1['val']['loss']:.4f}", f"{winner['val_loss']:.4f}"],
             ],
         ),
         "## Table 7: the final model, training and validation\n",
-        f"Network {final['architecture']}"
+        f"Network {final['network']}"
         + (f", an ensemble of {final['ensemble']}" if final["ensemble"] > 1 else "")
-        + f"; {cfg_best.optimizer}, lr {cfg_best.lr:g}, batch size {cfg_best.batch_size}, "
-        f"weight decay {cfg_best.weight_decay:g}, {cfg_best.scheduler} schedule, dropout {cfg_best.dropout:g}, "
-        f"label smoothing {cfg_best.label_smoothing:g}"
-        + (", each image standardised by its own mean and std" if cfg_best.normalize_images else "")
+        + f"; {cfg_best['optimizer']}, lr {cfg_best['lr']:g}, batch size {cfg_best['batch_size']}, "
+        f"weight decay {cfg_best['weight_decay']:g}, {cfg_best['scheduler']} schedule, "
+        f"dropout {cfg_best['dropout']:g}, "
+        f"label smoothing {cfg_best['label_smoothing']:g}"
+        + (", each image standardised by its own mean and std" if cfg_best["normalize_images"] else "")
         + f"; {best['epochs_run']} epochs run, best epoch "
         f"{best['best_epoch']}.\n",
         _table(
@@ -141,17 +150,17 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
             [
                 ["Total test images", final["images"]],
                 ["Correct predictions", final["correct"]],
-                ["Incorrect predictions", final["wrong"]],
+                ["Incorrect predictions", final["images"] - final["correct"]],
                 ["Success rate", _pct(final["accuracy"])],
-                ["95% bootstrap interval", " - ".join(_pct(x) for x in final["accuracy_ci95"])],
+                ["95% bootstrap interval", _interval(final)],
             ],
         ),
         "## Per-class results of the final model (test)\n",
         _table(
             ["Digit", "Precision", "Recall", "F1", "Images"],
             [
-                [d, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", s["support"]]
-                for d, s in final["per_class"].items()
+                [s["digit"], f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", s["support"]]
+                for s in per_class
             ],
         ),
         _figure("confusion_train_best.png", "Confusion matrix of the final model on the test set"),
@@ -171,10 +180,10 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
             [
                 [
                     name,
-                    s["architecture"],
+                    s["network"],
                     s["images"],
                     _pct(s["accuracy"]),
-                    " - ".join(_pct(x) for x in s["accuracy_ci95"]),
+                    _interval(s),
                     f"{s['precision_macro']:.3f}",
                     f"{s['recall_macro']:.3f}",
                     f"{s['f1_macro']:.3f}",
@@ -182,13 +191,17 @@ def build_report(params: Params, split: dict, training: dict[str, dict], sweep: 
                 for name, s in tests.items()
             ],
         ),
-        f"The binary model separates digits {' and '.join(map(str, params.train_binary.digits))} "
+        f"The binary model separates digits {' and '.join(map(str, training['train_binary']['config']['classes']))} "
         f"(test ROC AUC {tests['train_binary']['roc_auc']:.4f}).\n",
     ]
     return "\n".join(out)
 
 
-def _architecture_table(base: TrainParams, exp1: TrainParams, image_size: int) -> str:
+def _interval(scores: dict) -> str:
+    return f"{_pct(scores['accuracy_ci95_low'])} - {_pct(scores['accuracy_ci95_high'])}"
+
+
+def _architecture_table(base: dict, exp1: dict, image_size: int) -> str:
     """Layer by layer, the output layer aligned at the bottom of the deeper network."""
     left, right = _layers(base, image_size), _layers(exp1, image_size)
     depth = max(len(left), len(right))
@@ -202,5 +215,5 @@ def _architecture_table(base: TrainParams, exp1: TrainParams, image_size: int) -
         ["Input" if i == 0 else "Output" if i == depth - 1 else f"Hidden {i}", layer(left, i), layer(right, i)]
         for i in range(depth)
     ]
-    rows.append(["Dropout", base.dropout, exp1.dropout])
+    rows.append(["Dropout", base["dropout"], exp1["dropout"]])
     return _table(["Layer", "Base model", "Experiment 1"], rows)

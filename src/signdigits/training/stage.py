@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -12,9 +12,8 @@ from signdigits.core import paths
 from signdigits.core.data import load_prepared, load_split, select_digits
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
-from signdigits.reporting.metrics import classification_scores, roc_auc, rounded
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
-from signdigits.training.model import save_model
+from signdigits.training.model import describe, save_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,8 @@ def train_stage(
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
-    `key` is where cfg lives in params.yaml (for error messages).
+    The JSON records the settings the model was trained with, so evaluate and the report read them
+    from here and never from params.yaml. `key` is where cfg lives in params.yaml (for error messages).
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -55,8 +55,9 @@ def train_stage(
     result = train(cfg, data.train, data.val, data.classes, name)
     log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
     metrics = {
-        "train": _scores(result.model, data.train, data.classes),
-        "val": _scores(result.model, data.val, data.classes),
+        "config": {**settings(cfg), "classes": data.classes, "network": describe(result.model.arch)},
+        "train": _loss_and_accuracy(result.model, data.train),
+        "val": _loss_and_accuracy(result.model, data.val),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "device": device.type,
@@ -65,21 +66,16 @@ def train_stage(
         "torch_version": torch.__version__,
     }
     save_model(result.model, paths.model_path(name))
-    write_json(paths.metrics_path(name), rounded(metrics))
-    write_text_atomic(paths.history_path(name), history_csv(result.history))
+    write_json(paths.metrics_path(name), metrics)
+    write_text_atomic(paths.history_path(name), csv_text(result.history, HISTORY_COLUMNS))
     return metrics
 
 
-def _scores(model, data: Split, classes: list[int]) -> dict:
+def settings(cfg: TrainParams) -> dict:
+    """The resolved training settings as plain JSON data."""
+    return {**asdict(cfg), "hidden": list(cfg.hidden)}
+
+
+def _loss_and_accuracy(model, data: Split) -> dict:
     ev = evaluate(model, data)
-    y = data.y.cpu().numpy()
-    scores = classification_scores(y, ev.predictions, classes)
-    del scores["per_class"]  # evaluate reports per-class scores, on the test part
-    scores["loss"] = ev.loss
-    if len(classes) == 2:
-        scores["roc_auc"] = roc_auc(y == 1, ev.probabilities[:, 1])
-    return scores
-
-
-def history_csv(history: list[dict]) -> str:
-    return csv_text((rounded(row) for row in history), HISTORY_COLUMNS)
+    return {"loss": ev.loss, "accuracy": float((ev.predictions == data.y.cpu().numpy()).mean())}

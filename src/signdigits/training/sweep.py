@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = (
     "run",
+    "label",
     "lr",
     "batch_size",
     "epochs",
@@ -53,6 +54,7 @@ def _train_one(run: int, cfg: TrainParams) -> dict:
     )  # fmt: skip
     return {
         "run": run,
+        "label": f"{cfg.optimizer} lr={cfg.lr:g} bs={cfg.batch_size} ep={cfg.epochs}",
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
@@ -91,6 +93,5 @@ def pick_winner(rows: list[dict]) -> dict:
 
 def results_csv(rows: list[dict]) -> str:
     from signdigits.core.files import csv_text
-    from signdigits.reporting.metrics import rounded
 
-    return csv_text((rounded(row) for row in rows), RESULT_COLUMNS)
+    return csv_text(rows, RESULT_COLUMNS)

@@ -1,26 +1,21 @@
-"""Metrics (issues 4 and 5) agree with scikit-learn and scipy; evaluate's numbers are scikit-learn's."""
+"""evaluate's numbers are scikit-learn's on the model's own predictions; the bootstrap interval; McNemar's test."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn import metrics as sk
 
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
+from signdigits.core.files import rounded
 from signdigits.core.params import EvaluateParams, TrainParams
-from signdigits.reporting.evaluation import confusion, evaluate_models, predictions_csv, read_predictions
-from signdigits.reporting.metrics import (
-    bootstrap_accuracy,
-    classification_scores,
-    confusion_matrix,
-    mcnemar,
-    roc_auc,
-    rounded,
-)
+from signdigits.reporting.evaluation import bootstrap_accuracy, evaluate_models, write_tables
+from signdigits.review import mcnemar, paired_test
 from signdigits.training.engine import Split, train
 from signdigits.training.model import save_model
 
@@ -28,83 +23,6 @@ binomtest = pytest.importorskip("scipy.stats").binomtest
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-# --- classification scores ----------------------------------------------------------------------
-
-
-def random_predictions(seed: int, n: int, k: int, never_predicted: int | None = None, never_actual: int | None = None):
-    rng = np.random.default_rng(seed)
-    y_true = rng.integers(0, k, size=n)
-    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, size=n))  # better than chance
-    if never_predicted is not None:
-        y_pred[y_pred == never_predicted] = (never_predicted + 1) % k
-    if never_actual is not None:
-        y_true[y_true == never_actual] = (never_actual + 1) % k
-    return y_true, y_pred
-
-
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("k, never_predicted, never_actual", [(10, None, None), (5, 3, None), (4, 0, 2), (2, 1, None)])
-def test_classification_scores_equal_scikit_learn(seed, k, never_predicted, never_actual):
-    y_true, y_pred = random_predictions(seed, 60, k, never_predicted, never_actual)
-    labels = list(range(k))
-    classes = [10 + 3 * c for c in labels]  # any digits: scores go by index, keys by class
-    scores = classification_scores(y_true, y_pred, classes)
-    assert scores["accuracy"] == pytest.approx(sk.accuracy_score(y_true, y_pred), abs=1e-12)
-    p, r, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    assert scores["precision_macro"] == pytest.approx(p, abs=1e-12)
-    assert scores["recall_macro"] == pytest.approx(r, abs=1e-12)
-    assert scores["f1_macro"] == pytest.approx(f, abs=1e-12)
-    p, r, f, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    assert list(scores["per_class"]) == [str(c) for c in classes]
-    for i, c in enumerate(classes):
-        got = scores["per_class"][str(c)]
-        assert got["precision"] == pytest.approx(p[i], abs=1e-12), (c, "precision")
-        assert got["recall"] == pytest.approx(r[i], abs=1e-12), (c, "recall")
-        assert got["f1"] == pytest.approx(f[i], abs=1e-12), (c, "f1")
-        assert got["support"] == support[i]
-    if never_predicted is not None:
-        assert scores["per_class"][str(classes[never_predicted])]["precision"] == 0.0
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_confusion_matrix_equals_scikit_learn(seed):
-    y_true, y_pred = random_predictions(seed, 80, 6, never_predicted=2)
-    expected = sk.confusion_matrix(y_true, y_pred, labels=list(range(6)))
-    assert np.array_equal(confusion_matrix(y_true, y_pred, 6), expected)
-
-
-def test_perfect_and_empty_scores():
-    y = np.array([0, 1, 2, 2, 1])
-    perfect = classification_scores(y, y, [0, 1, 2])
-    assert perfect["accuracy"] == perfect["f1_macro"] == perfect["precision_macro"] == perfect["recall_macro"] == 1.0
-    empty = classification_scores(np.array([], int), np.array([], int), [0, 1])
-    assert empty["accuracy"] == 0.0 and empty["f1_macro"] == 0.0
-
-
-# --- ROC AUC ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("decimals", [None, 1, 0])  # 0 and 1 decimal places: many ties
-def test_roc_auc_equals_scikit_learn(seed, decimals):
-    rng = np.random.default_rng(seed)
-    y = rng.random(50) < 0.4
-    scores = np.clip(rng.normal(0.5 + 0.2 * y, 0.3), 0, 1)
-    if decimals is not None:
-        scores = np.round(scores, decimals)
-    assert roc_auc(y, scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
-    assert roc_auc(y.astype(int), scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
-
-
-def test_roc_auc_edge_cases():
-    y = np.array([0, 1, 0, 1, 1])
-    assert roc_auc(y, np.full(5, 0.3)) == 0.5  # all tied
-    assert roc_auc(y, y * 0.9) == 1.0
-    assert roc_auc(y, 1 - y) == 0.0
-    assert math.isnan(roc_auc(np.ones(4), np.arange(4.0)))  # one class only: undefined
-    assert math.isnan(roc_auc(np.zeros(4), np.arange(4.0)))
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
@@ -207,7 +125,7 @@ def test_evaluate_numbers_equal_scikit_learn(tiny_layout):
         assert np.array_equal(result.files, files[idx])
         assert np.array_equal(result.pixels, pixels[idx])
         np.testing.assert_allclose(result.probability, probs.max(axis=1), rtol=1e-5)
-        scores = result.scores
+        scores = result.scores["test"]
         assert scores["accuracy"] == pytest.approx(sk.accuracy_score(actual, predicted), abs=1e-12)
         for average in ("macro", None):
             p, r, f, support = sk.precision_recall_fscore_support(
@@ -218,43 +136,48 @@ def test_evaluate_numbers_equal_scikit_learn(tiny_layout):
                     (p, r, f)
                 )
             else:
-                per_class = scores["per_class"]
-                assert [per_class[str(c)]["precision"] for c in classes] == pytest.approx(p)
-                assert [per_class[str(c)]["recall"] for c in classes] == pytest.approx(r)
-                assert [per_class[str(c)]["f1"] for c in classes] == pytest.approx(f)
-                assert [per_class[str(c)]["support"] for c in classes] == list(support)
+                per_class = result.per_class
+                assert [row["digit"] for row in per_class] == list(classes)
+                assert [row["precision"] for row in per_class] == pytest.approx(p)
+                assert [row["recall"] for row in per_class] == pytest.approx(r)
+                assert [row["f1"] for row in per_class] == pytest.approx(f)
+                assert [row["support"] for row in per_class] == list(support)
         assert scores["loss"] == pytest.approx(sk.log_loss(actual, probs, labels=classes), rel=1e-4)
         assert scores["images"] == len(idx)
-        assert scores["correct"] == int((actual == predicted).sum()) and scores["wrong"] == int(
-            (actual != predicted).sum()
-        )
-        low, high = scores["accuracy_ci95"]
+        assert scores["correct"] == int((actual == predicted).sum())
+        low, high = scores["accuracy_ci95_low"], scores["accuracy_ci95_high"]
         assert low <= scores["accuracy"] <= high
         assert scores["ensemble"] == 1
-        assert np.array_equal(confusion(result), sk.confusion_matrix(actual, predicted, labels=classes))
+        assert np.array_equal(result.confusion, sk.confusion_matrix(actual, predicted, labels=classes))
+        assert set(result.scores) == {"train", "val", "test"}
     full, pair = results
-    assert full.scores["architecture"] == "64-16-10" and pair.scores["architecture"] == "64-16-2"
-    assert "roc_auc" not in full.scores
+    assert full.scores["test"]["network"] == "64-16-10" and pair.scores["test"]["network"] == "64-16-2"
+    assert full.scores["test"]["roc_auc"] == ""
     idx = test[np.isin(labels[test], [3, 7])]
     with torch.no_grad():
         x = torch.from_numpy(pixels[idx].reshape(len(idx), -1)).float() / 255.0
         p7 = models["pair"](x).softmax(dim=1)[:, 1].numpy()
-    assert pair.scores["roc_auc"] == pytest.approx(sk.roc_auc_score(labels[idx] == 7, p7), abs=1e-12)
+    assert pair.scores["test"]["roc_auc"] == pytest.approx(sk.roc_auc_score(labels[idx] == 7, p7), abs=1e-12)
 
 
-def test_predictions_csv_round_trips(tiny_layout):
+def test_tables_round_trip_and_pair_up_in_review(tiny_layout):
     pixels, labels, test = tiny_layout.pixels, tiny_layout.labels, tiny_layout.test
     save_model(quick_model(pixels, labels, [2, 5, 8]), paths.model_path("m"))
     (result,) = evaluate_models(("m",), EvaluateParams(bootstrap=50), torch.device("cpu"))
-    text = predictions_csv(result)
-    lines = text.splitlines()
-    assert lines[0] == "file,actual,predicted,probability"
-    assert len(lines) == len(result.files) + 1 == int(np.isin(labels[test], [2, 5, 8]).sum()) + 1
-    assert read_predictions(text) == {
-        str(f): (int(a), int(p)) for f, a, p in zip(result.files, result.actual, result.predicted, strict=True)
-    }
-    probabilities = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
-    np.testing.assert_allclose(probabilities, result.probability, atol=5e-7)
+    write_tables([result])
+    predictions = pd.read_csv(paths.predictions_path("m"))
+    assert list(predictions.columns) == ["file", "actual", "predicted", "probability"]
+    assert len(predictions) == len(result.files) == int(np.isin(labels[test], [2, 5, 8]).sum())
+    assert list(predictions.file) == list(result.files)
+    assert list(predictions.predicted) == list(result.predicted)
+    np.testing.assert_allclose(predictions.probability, result.probability, atol=5e-7)
+    scores = pd.read_csv(paths.SCORES)
+    assert list(scores.part) == ["train", "val", "test"]
+    assert scores.set_index("part").loc["test", "correct"] == result.scores["test"]["correct"]
+    assert list(pd.read_csv(paths.PER_CLASS).digit) == [2, 5, 8]
+    text = paths.predictions_path("m").read_text()
+    paired = paired_test(text, text)
+    assert paired["paired_images"] == len(result.files) and paired["p_value"] == 1.0
 
 
 def test_evaluate_refuses_a_model_of_another_image_size(tiny_layout):

@@ -1,0 +1,220 @@
+"""What the tests share: synthetic raw photos, a tiny copy of the repository that runs stages as DVC would,
+subprocess helpers for git and DVC, and a model file that would run code if it were unpickled.
+
+- `write_raw_tree(root, ...)` writes data/raw-style folders of small JPEGs with IMG_<n> names
+  numbered like the real photos (one signer = one run of consecutive numbers, digits 0..9 in order).
+- `TinyRepo` is a temporary copy of the repository layout (stages/, params.yaml, dvc.yaml) with a
+  synthetic data/raw and params shrunk to train in a second; `TinyRepo.run("prepare")` runs
+  `python stages/prepare.py` there as a subprocess, as DVC would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_RAW = ROOT / "data" / "raw"
+
+# Settings that make every stage of the tiny repository finish in about a second of compute.
+TINY_PARAMS = {
+    "runtime.device": "cpu",
+    "runtime.threads": 1,
+    "prepare.image_size": 16,
+    "hidden": [32],
+    "epochs": 2,
+    "batch_size": 16,
+    "ensemble": 1,
+    "train_binary.epochs": 2,
+    "train_binary.hidden": [16],
+    "train_binary.batch_size": 8,
+    "train_base.epochs": 2,
+    "train_base.batch_size": 16,
+    "train_exp1.epochs": 2,
+    "train_exp1.hidden": [32, 16],
+    "train_exp1.batch_size": 16,
+    "exp2.lr": [0.01],
+    "exp2.batch_size": [16],
+    "exp2.epochs": [1],
+    "exp2.optimizer": ["adam"],
+    "exp2.hidden": [16],
+    "exp2.jobs": 1,
+    "evaluate.bootstrap": 10,
+    "evaluate.max_misclassified": 4,
+}
+
+
+def digit_image(digit: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A grayscale picture that differs by digit (a bar at a digit-dependent place) plus noise."""
+    pixels = rng.integers(0, 60, size=(size, size)).astype(np.uint8)
+    column = (digit * size) // 10
+    pixels[:, column : column + max(1, size // 10)] = 255
+    pixels[(digit * size) // 20, :] = 200
+    return pixels
+
+
+def write_raw_tree(
+    root: Path, per_digit: int = 20, size: int = 20, seed: int = 0, first_number: int = 1000
+) -> list[Path]:
+    """root/<digit>/IMG_<n>.JPG, `per_digit` signers who each sign 0..9 once with consecutive numbers.
+
+    Signer s gets numbers first_number + 10*s + digit, like the real photos, so signer recovery
+    finds exactly `per_digit` signers. Returns the written paths.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written = []
+    for signer in range(per_digit):
+        for digit in range(10):
+            folder = root / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"IMG_{first_number + 10 * signer + digit}.JPG"
+            Image.fromarray(digit_image(digit, size, rng), mode="L").convert("RGB").save(path, format="JPEG")
+            written.append(path)
+    return written
+
+
+def _set_dotted(mapping: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        mapping = mapping.setdefault(key, {})
+    mapping[last] = value
+
+
+class TinyRepo:
+    """A temporary copy of the repository layout in which stages run as subprocesses."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path, per_digit: int = 20, tiny: bool = True) -> TinyRepo:
+        path.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(ROOT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("params.yaml", "dvc.yaml"):
+            shutil.copy2(ROOT / name, path / name)
+        repo = cls(path)
+        if per_digit:
+            write_raw_tree(path / "data" / "raw", per_digit=per_digit)
+        if tiny:
+            repo.set_params(TINY_PARAMS)
+        return repo
+
+    def copy_to(self, path: Path) -> TinyRepo:
+        shutil.copytree(self.path, path, ignore=shutil.ignore_patterns("__pycache__"))
+        return TinyRepo(path)
+
+    @property
+    def params_file(self) -> Path:
+        return self.path / "params.yaml"
+
+    def read_params(self) -> dict:
+        return yaml.safe_load(self.params_file.read_text())
+
+    def set_params(self, changes: dict | None = None, **kwargs) -> None:
+        """Set keys by dotted name, e.g. {"train_base.lr": 0.1, "epochs": 3}, keeping the rest."""
+        raw = self.read_params()
+        for dotted, value in {**(changes or {}), **kwargs}.items():
+            _set_dotted(raw, dotted, value)
+        self.params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def run(self, stage: str, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+        """`python stages/<stage>.py` in the copy; the package comes from this interpreter's environment."""
+        result = subprocess.run(
+            [sys.executable, f"stages/{stage}.py", *args],
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=stage_env(),
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"stage {stage} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def popen(self, stage: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, f"stages/{stage}.py"], cwd=self.path, env=stage_env(), **kwargs)
+
+    def snapshot(self, exclude: tuple[str, ...] = ("params.yaml", "data/raw", "stages", "dvc.yaml")) -> dict[str, str]:
+        """sha256 of every file (relative posix path -> digest), leaving out inputs and caches."""
+        digests = {}
+        for file in sorted(self.path.rglob("*")):
+            rel = file.relative_to(self.path).as_posix()
+            if not file.is_file() or "__pycache__" in rel or any(rel == e or rel.startswith(e + "/") for e in exclude):
+                continue
+            digests[rel] = hashlib.sha256(file.read_bytes()).hexdigest()
+        return digests
+
+    def temporary_files(self) -> list[str]:
+        """Leftovers of write_bytes_atomic: .<name>.<random>.tmp anywhere in the copy."""
+        return sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob(".*.tmp"))
+
+
+def stage_env() -> dict[str, str]:
+    """The environment of stage subprocesses: few threads, since the machine is shared."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    return env
+
+
+@dataclass
+class TinyLayout:
+    pixels: np.ndarray
+    labels: np.ndarray
+    files: np.ndarray
+    test: np.ndarray
+
+
+class RunsOnUnpickle:
+    """Unpickling this runs open(marker, "w"): a model file holding it would create the marker on load."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# --- git and DVC in subprocesses ------------------------------------------------------------------
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run with this venv's python and dvc first on PATH, as `make` does."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def git_clone(source: Path, target: Path) -> Path:
+    run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
+    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=target)
+    run(["git", "config", "user.name", "signdigits tests"], cwd=target)
+    return target
+
+
+def experiments_of_head(cwd: Path) -> list[dict]:
+    """The experiments `dvc exp show --json` lists under the baseline commit (not the workspace row)."""
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=cwd).stdout)
+    baseline = next(row for row in rows if row["rev"] != "workspace")
+    return [exp["revs"][0]["data"] for exp in baseline["experiments"] or []]
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
