@@ -7,9 +7,12 @@ or terminated; commands may return their own (predict and review document theirs
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from signdigits.core.errors import PipelineError
 
@@ -39,11 +42,29 @@ def run_stage(main: Callable[..., object]) -> None:
     """
 
     def body():
+        from signdigits.core import files
         from signdigits.core.kernels import pin_cpu_kernels
         from signdigits.core.params import load_params
 
+        started = time.perf_counter()
         params = load_params()
         pin_cpu_kernels(params.runtime.cpu_kernels)
-        return main(params)
+        code = main(params)
+        work = time.perf_counter() - started
+        logging.getLogger(__name__).info(
+            "timing %s: start-up %s, work %.2fs, writing %.2fs",
+            Path(sys.argv[0]).stem, _since_process_start(started), work - files.seconds_writing, files.seconds_writing,
+        )  # fmt: skip
+        return code
 
     sys.exit(run_command(body))
+
+
+def _since_process_start(now: float) -> str:
+    """Seconds from this process's start to `now` (perf_counter), from /proc on Linux; "?" elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0]) - (time.perf_counter() - now)
+    except (OSError, ValueError, IndexError):
+        return "?"
+    return f"{uptime - start_ticks / os.sysconf('SC_CLK_TCK'):.2f}s"

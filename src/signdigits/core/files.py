@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,12 @@ from signdigits.core.errors import PipelineError
 FORMAT_VERSION = 1
 
 
+seconds_writing = 0.0  # spent in write_bytes_atomic by this process: the stage timing line reports it
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    global seconds_writing
+    started = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -38,6 +44,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    seconds_writing += time.perf_counter() - started
     return path
 
 
