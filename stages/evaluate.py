@@ -8,8 +8,9 @@ from signdigits.core.files import read_json, write_json, write_text_atomic
 def main(params):
     from signdigits.reporting import figures
     from signdigits.reporting.evaluation import confusion, evaluate_models, write_predictions
+    from signdigits.reporting.familiarity import measure_familiarity, write_shifts_csv
     from signdigits.reporting.metrics import rounded
-    from signdigits.reporting.report import build_report
+    from signdigits.reporting.report import build_report, familiarity_section
     from signdigits.training.engine import setup_runtime
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
@@ -29,8 +30,14 @@ def main(params):
     limit = params.evaluate.max_misclassified
     figures.misclassified_grid(final.name, final.pixels, final.actual, final.predicted, limit)
     figures.sweep_chart(sweep_rows, sweep["winner"]["run"])
+    familiarity = measure_familiarity(final.model, final.pixels, final.actual, params.familiarity.percentile)
+    write_shifts_csv(familiarity)
+    figures.familiarity_shifts(familiarity.rows, familiarity.examples)
+    evaluation["familiarity"] = rounded(familiarity.headline)
     write_json(paths.metrics_path("evaluate"), evaluation)
-    write_text_atomic(paths.METRICS / "report.md", build_report(params, split, training, sweep, evaluation))
+    report = build_report(params, split, training, sweep, evaluation)
+    report += "\n" + familiarity_section(params.familiarity.percentile, familiarity.rows)
+    write_text_atomic(paths.METRICS / "report.md", report)
     for name, scores in evaluation["models"].items():
         print(f"evaluate: {name:13s} test accuracy {scores['accuracy']:.4f} {scores['accuracy_ci95']}")
 

@@ -14,6 +14,7 @@ from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
 from signdigits.reporting.metrics import classification_scores, roc_auc, rounded
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
+from signdigits.training.familiarity import fit_familiarity
 from signdigits.training.model import save_model
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,17 @@ def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range
 
 
 def train_stage(
-    name: str, key: str, cfg: TrainParams, runtime: Runtime, classes: tuple[int, ...] = tuple(range(10))
+    name: str,
+    key: str,
+    cfg: TrainParams,
+    runtime: Runtime,
+    classes: tuple[int, ...] = tuple(range(10)),
+    familiarity_components: int = 0,
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
-    `key` is where cfg lives in params.yaml (for error messages).
+    `key` is where cfg lives in params.yaml (for error messages). With familiarity_components, the
+    model file also carries a familiarity check fitted on the same training images.
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -54,6 +61,10 @@ def train_stage(
     started = time.perf_counter()
     result = train(cfg, data.train, data.val, data.classes, name)
     log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
+    if familiarity_components:
+        result.model.familiarity = fit_familiarity(
+            data.train.x, data.val.x, cfg.normalize_images, familiarity_components
+        )
     metrics = {
         "train": _scores(result.model, data.train, data.classes),
         "val": _scores(result.model, data.val, data.classes),
