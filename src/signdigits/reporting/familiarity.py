@@ -121,7 +121,7 @@ def measure_familiarity(
 
     clean_scores, clean_accuracy = measure(pixels)
     examples = [pixels[0]]
-    rows = [{"shift": "none", "images": len(pixels), "flagged": float((clean_scores > threshold).mean()),
+    rows = [{"shift": "clean", "images": len(pixels), "flagged": float((clean_scores > threshold).mean()),
              "roc_auc": "", "accuracy": clean_accuracy}]  # fmt: skip
     for name in SHIFTS:
         images = shifted(name, pixels)
