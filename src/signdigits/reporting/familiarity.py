@@ -119,24 +119,18 @@ def measure_familiarity(
             predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
         return check.scores(x), float((np.array(model.classes)[predicted] == digits).mean())
 
+    def row(name: str, scores: np.ndarray, accuracy: float, auc: float | str) -> dict:
+        flagged = float((scores > threshold).mean())
+        return {"shift": name, "images": len(scores), "flagged": flagged, "roc_auc": auc, "accuracy": accuracy}
+
     clean_scores, clean_accuracy = measure(pixels)
-    examples = [pixels[0]]
-    rows = [{"shift": "clean", "images": len(pixels), "flagged": float((clean_scores > threshold).mean()),
-             "roc_auc": "", "accuracy": clean_accuracy}]  # fmt: skip
+    rows, examples = [row("clean", clean_scores, clean_accuracy, "")], [pixels[0]]
     for name in SHIFTS:
         images = shifted(name, pixels)
-        examples.append(images[0])
         scores, accuracy = measure(images)
         is_shifted = np.r_[np.zeros(len(clean_scores), bool), np.ones(len(scores), bool)]
-        rows.append(
-            {
-                "shift": name,
-                "images": len(scores),
-                "flagged": float((scores > threshold).mean()),
-                "roc_auc": roc_auc(is_shifted, np.r_[clean_scores, scores]),
-                "accuracy": accuracy,
-            }
-        )
+        rows.append(row(name, scores, accuracy, roc_auc(is_shifted, np.r_[clean_scores, scores])))
+        examples.append(images[0])
     headline = {
         "test_flagged": rows[0]["flagged"],
         "mean_shift_roc_auc": float(np.mean([row["roc_auc"] for row in rows[1:]])),

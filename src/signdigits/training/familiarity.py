@@ -91,7 +91,8 @@ class Familiarity:
 def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images: bool, components: int) -> Familiarity:
     """Fit on the training images only; score the validation images for the threshold.
 
-    Both are flattened pixels in [0, 1]. Computed in float64 on the CPU: the same bits everywhere.
+    Both are flattened pixels in [0, 1]. Computed in float64 on the CPU: the same bits on every device
+    (for the same thread count, as the network).
     """
     n, d = train_x.shape
     if components >= min(n, d):
@@ -108,11 +109,10 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     _, singular, axes = torch.linalg.svd(z, full_matrices=False)
     variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
     signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
-    none = torch.zeros(2, dtype=torch.float64)
-    check = Familiarity(
-        normalize_images, mean, std, axes[:components] * signs[:, None], variances, none, none + 1, none
-    )
-    train_distances = check.distances(train_x)
+    unscaled = {"log_mean": torch.zeros(2, dtype=torch.float64), "log_std": torch.ones(2, dtype=torch.float64)}
+    axes = axes[:components] * signs[:, None]
+    check = Familiarity(normalize_images, mean, std, axes, variances, **unscaled, val_scores=torch.empty(0))
+    train_distances = check.distances(train_x)  # puts both distances on the training images' scale
     check.log_mean, check.log_std = train_distances.mean(dim=0), train_distances.std(dim=0).clamp_min(1e-6)
     check.val_scores = torch.from_numpy(check.scores(val_x))
     return check
