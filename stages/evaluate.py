@@ -11,7 +11,8 @@ from signdigits.core.files import read_csv, read_json, write_json, write_text_at
 def main(params):
     from signdigits.reporting import figures
     from signdigits.reporting.evaluation import evaluate_models, summary, write_tables
-    from signdigits.reporting.report import build_report
+    from signdigits.reporting.familiarity import measure_familiarity, write_shifts_csv
+    from signdigits.reporting.report import build_report, familiarity_section
     from signdigits.training.engine import setup_runtime
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
@@ -29,10 +30,14 @@ def main(params):
     limit = params.evaluate.max_misclassified
     figures.misclassified_grid(final.name, final.pixels, final.actual, final.predicted, limit)
     figures.sweep_chart(sweep_rows, sweep["winner"]["run"])
-    write_json(paths.metrics_path("evaluate"), summary(results, sweep), sort_keys=False)
+    familiarity = measure_familiarity(final.model, final.pixels, final.actual, params.familiarity.percentile)
+    write_shifts_csv(familiarity)
+    figures.familiarity_shifts(familiarity.rows, familiarity.examples)
+    write_json(paths.metrics_path("evaluate"), summary(results, sweep, familiarity.headline), sort_keys=False)
     scores = {r.name: r.scores for r in results}
-    image_size = final.pixels.shape[1]
-    write_text_atomic(paths.REPORT, build_report(image_size, split, training, sweep, scores, final.per_class))
+    report = build_report(final.pixels.shape[1], split, training, sweep, scores, final.per_class)
+    report += "\n" + familiarity_section(params.familiarity.percentile, familiarity.rows)
+    write_text_atomic(paths.REPORT, report)
     for r in results:
         test = r.scores["test"]
         interval = f"[{test['accuracy_ci95_low']:.4f}, {test['accuracy_ci95_high']:.4f}]"

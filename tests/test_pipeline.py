@@ -142,8 +142,10 @@ def test_final_model_meets_the_target(clone):
 def test_predict_agrees_with_evaluate_on_test_images(clone):
     rows = (clone / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1:]
     expected = {f"data/raw/{file}": (digit, float(p)) for file, _, digit, p in (r.split(",") for r in rows)}
-    done = run([sys.executable, "-m", "signdigits.predict", *expected], cwd=clone)
-    answered = {path: (digit, float(p)) for path, digit, p in (line.split("\t") for line in done.stdout.splitlines())}
+    done = run([sys.executable, "-m", "signdigits.predict", *expected], cwd=clone, check=False)
+    assert done.returncode in (0, 3), done.stderr  # 3: some test photos are flagged unfamiliar, as evaluate says
+    lines = (line.split("\t") for line in done.stdout.splitlines())
+    answered = {path: (digit, float(p)) for path, digit, p, _verdict in lines}
     assert answered.keys() == expected.keys()
     for path, (digit, probability) in answered.items():
         assert digit == expected[path][0], path

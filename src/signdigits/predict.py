@@ -1,24 +1,105 @@
-"""Predict the digit of image files with the final model, preprocessed exactly as in training.
+"""Predict the digit of hand-sign photos with the final model, and say when a photo is unlike the training photos.
 
-    python -m signdigits.predict photo1.jpg photo2.png [--model models/train_best.pt]
+    python -m signdigits.predict photo.jpg more_photos/ [--model PATH] [--percentile P] [--json]
 
-Prints `path<TAB>digit<TAB>probability` per image. A file that is not an image is reported on
-stderr by name and the others are still answered; the exit code is then 1.
+Prints one tab-separated line per image: path, digit, probability, verdict. The verdict is
+`familiar`, or `UNFAMILIAR` with the photo's score and the threshold: the model was trained on
+photos of one setting (a hand centred on a plain light wall) and is mostly wrong on others, however
+confident. A folder stands for the images directly inside it, sorted by name. `--json` prints the
+same as one JSON document instead.
+
+The model is `--model`, else models/train_best.pt of the repository around the current folder (the
+first folder upwards holding dvc.yaml), else of the repository this package is installed from. The
+threshold's percentile is `--percentile`, else `familiarity.percentile` of that repository's
+params.yaml, else 97.5.
+
+Exit codes: 0 every photo answered and familiar; 1 some files missing or unreadable (the others are
+still answered); 2 nothing answered (no model, bad arguments or params); 3 every file read, but
+some photos are unfamiliar. With both unreadable files and unfamiliar photos, 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from signdigits.core import paths
+from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import MODES, pin_cpu_kernels
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DEFAULT_PERCENTILE = 97.5  # as FamiliarityParams, for a model outside any repository
+EXIT_OK, EXIT_UNREADABLE, EXIT_ERROR, EXIT_UNFAMILIAR = 0, 1, 2, 3
 
-def predict_files(model_file: Path, images: list[Path]) -> tuple[list[tuple[Path, int, float]], list[str]]:
-    """(path, digit, probability) for each readable image, and one error message per unreadable one."""
+
+@dataclass
+class Answer:
+    file: str
+    digit: int
+    probability: float
+    score: float  # familiarity score: higher is farther from the training photos
+    familiar: bool
+
+
+@dataclass
+class Problem:
+    file: str
+    error: str
+
+
+def repository_roots() -> list[Path]:
+    """Where to look for the model: the repository around the current folder, then the package's own."""
+    roots = [folder for folder in (Path.cwd(), *Path.cwd().parents) if (folder / "dvc.yaml").is_file()][:1]
+    package_root = Path(__file__).resolve().parents[2]  # src/signdigits/predict.py -> the repository
+    if (package_root / "dvc.yaml").is_file() and package_root not in roots:
+        roots.append(package_root)
+    return roots
+
+
+def find_model() -> Path:
+    tried = [(root / paths.model_path(paths.FINAL_MODEL)).resolve() for root in repository_roots()]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(map(str, tried)) if tried else "nothing (no dvc.yaml above the current folder)"
+    raise PipelineError(
+        f"no model found; tried {where}. Run `dvc pull train_best` or `dvc repro train_best` in the "
+        "repository, or pass --model PATH"
+    )
+
+
+def percentile_for(model_file: Path) -> float:
+    """familiarity.percentile of the params.yaml of the repository the model file lies in."""
+    from signdigits.core.params import load_params
+
+    for folder in model_file.resolve().parents:
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return load_params(folder / "params.yaml").familiarity.percentile
+    return DEFAULT_PERCENTILE
+
+
+def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:
+    """Files as given, folders as the images inside them (sorted); missing paths as problems."""
+    images, problems = [], []
+    for path in arguments:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images += inside
+            if not inside:
+                problems.append(Problem(str(path), f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})"))
+        elif path.exists():
+            images.append(path)
+        else:
+            problems.append(Problem(str(path), "no such file"))
+    return images, problems
+
+
+def predict_files(model_file: Path, images: list[Path], percentile: float) -> tuple[list[Answer], list[Problem], float]:
+    """An Answer per readable image, a Problem per unreadable one, and the familiarity threshold."""
     import numpy as np
     import torch
 
@@ -26,42 +107,94 @@ def predict_files(model_file: Path, images: list[Path]) -> tuple[list[tuple[Path
     from signdigits.training.model import load_model
 
     model = load_model(model_file)
-    answers, errors, pixels = [], [], []
+    if model.familiarity is None:
+        raise PipelineError(f"{model_file}: this model has no familiarity check; use the final model (train_best)")
+    threshold = model.familiarity.threshold(percentile)
+    read, problems, pixels = [], [], []
     for path in images:
         try:
             pixels.append(decode_image(path, model.arch.image_size))
-            answers.append(path)
+            read.append(path)
         except PipelineError as e:
-            errors.append(str(e))
-    if not answers:
-        return [], errors
+            problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
+    if not read:
+        return [], problems, threshold
     x = torch.from_numpy(np.stack(pixels).reshape(len(pixels), -1)).float() / 255.0
     with torch.inference_mode():
-        probabilities = model(x).softmax(dim=1)
-    best = probabilities.max(dim=1)
-    predictions = [
-        (path, model.classes[int(i)], float(p)) for path, i, p in zip(answers, best.indices, best.values, strict=True)
+        best = model(x).softmax(dim=1).max(dim=1)
+    scores = model.familiarity.scores(x)
+    answers = [
+        Answer(str(path), model.classes[int(i)], float(p), float(score), bool(score <= threshold))
+        for path, i, p, score in zip(read, best.indices, best.values, scores, strict=True)
     ]
-    return predictions, errors
+    return answers, problems, threshold
+
+
+def note(percentile: float, threshold: float) -> str:
+    return (
+        f"UNFAMILIAR means the photo is farther from the training photos than {percentile:g}% of the "
+        f"validation photos (score above {threshold:.2f}): the model is mostly wrong on such photos, however "
+        "confident. Retake it like the training photos: a plain light background, the hand centred and filling "
+        "the frame."
+    )
+
+
+def verdict(answer: Answer, threshold: float) -> str:
+    if answer.familiar:
+        return f"familiar (score {answer.score:.2f} <= {threshold:.2f})"
+    return f"UNFAMILIAR (score {answer.score:.2f} > threshold {threshold:.2f}): do not trust this digit"
+
+
+def exit_code(answers: list[Answer], problems: list[Problem]) -> int:
+    if problems:
+        return EXIT_UNREADABLE
+    return EXIT_OK if all(a.familiar for a in answers) else EXIT_UNFAMILIAR
+
+
+def _percentile(text: str) -> float:
+    value = float(text)
+    if not 50 < value < 100:
+        raise argparse.ArgumentTypeError(f"{text}: must lie between 50 and 100")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="signdigits-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files, any size or colour mode")
-    parser.add_argument("--model", type=Path, default=paths.model_path(paths.FINAL_MODEL), help="model file")
+    parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files (any size or colour mode), or folders")
+    parser.add_argument("--model", type=Path, help="model file (default: the repository's models/train_best.pt)")
+    parser.add_argument("--percentile", type=_percentile, help="flag photos beyond this percentile of validation")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     parser.add_argument("--cpu-kernels", choices=MODES, default="portable", help="as runtime.cpu_kernels")
     args = parser.parse_args(argv)
     pin_cpu_kernels(args.cpu_kernels)
-    try:
-        predictions, errors = predict_files(args.model, args.images)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path, digit, probability in predictions:
-        print(f"{path}\t{digit}\t{probability:.4f}")
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    return run_command(lambda: _predict(args))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    model_file = args.model.resolve() if args.model else find_model()
+    percentile = args.percentile or percentile_for(model_file)
+    images, problems = expand(args.images)
+    answers, unreadable, threshold = predict_files(model_file, images, percentile)
+    problems += unreadable
+    code = exit_code(answers, problems)
+    if args.json:
+        document = {
+            "model": str(model_file),
+            "percentile": percentile,
+            "threshold": threshold,
+            "note": note(percentile, threshold),
+            "images": [asdict(a) for a in answers],
+            "errors": [asdict(p) for p in problems],
+            "exit_code": code,
+        }
+        print(json.dumps(document, indent=2))
+        return code
+    for answer in answers:
+        print(f"{answer.file}\t{answer.digit}\t{answer.probability:.4f}\t{verdict(answer, threshold)}")
+    for problem in problems:
+        print(f"error: {problem.file}: {problem.error}", file=sys.stderr)
+    print(note(percentile, threshold), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -144,6 +144,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class FamiliarityParams:
+    """The final model's check of photos unlike the training ones (training/familiarity.py).
+
+    train_best reads `components`; evaluate and predict read `percentile`, applied to the stored
+    validation scores, so changing it never retrains the network.
+    """
+
+    components: int = _opt(60, ge=1, le=4096)
+    percentile: float = _opt(97.5, gt=50.0, lt=100.0)
+
+
+@dataclass(frozen=True)
 class ReviewParams:
     max_drop: float = _opt(0.01, ge=0.0, le=1.0)
 
@@ -159,6 +171,7 @@ class Params:
     exp2: SweepParams
     final: TrainParams  # the top-level keys: what `dvc exp run -S lr=...` changes
     evaluate: EvaluateParams
+    familiarity: FamiliarityParams
     review: ReviewParams
 
 

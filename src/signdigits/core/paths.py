@@ -13,6 +13,7 @@ FIGURES = PLOTS / "figures"
 SWEEP_RESULTS = PLOTS / "sweep" / "results.csv"
 SCORES = PLOTS / "evaluate" / "scores.csv"
 PER_CLASS = PLOTS / "evaluate" / "per_class.csv"
+FAMILIARITY_SHIFTS = PLOTS / "evaluate" / "familiarity_shifts.csv"
 REPORT = METRICS / "report.md"
 
 TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")

@@ -130,7 +130,7 @@ def write_tables(results: list[ModelResult]) -> None:
     write_text_atomic(paths.PER_CLASS, csv_text((row for r in results for row in r.per_class), PER_CLASS_COLUMNS))
 
 
-def summary(results: list[ModelResult], sweep: dict) -> dict:
+def summary(results: list[ModelResult], sweep: dict, familiarity: dict) -> dict:
     """metrics/evaluate.json: what a reviewer compares, final model first (dvc exp show keeps this order)."""
     by_name = {r.name: r.scores for r in results}
     final = by_name[paths.FINAL_MODEL]
@@ -140,7 +140,8 @@ def summary(results: list[ModelResult], sweep: dict) -> dict:
             "test_f1_macro": final["test"]["f1_macro"],
             "val_accuracy": final["val"]["accuracy"],
             "val_f1_macro": final["val"]["f1_macro"],
-        }
+        },
+        "familiarity": familiarity,
     }
     for name in (n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL):
         out[name] = {

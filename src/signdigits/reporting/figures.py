@@ -91,3 +91,27 @@ def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predic
     fig.suptitle(f"{name}: {len(wrong)} misclassified test images" if len(wrong) else f"{name}: no mistakes")
     fig.tight_layout()
     return _save(fig, f"misclassified_{name}.png")
+
+
+def familiarity_shifts(rows: list[dict], examples: np.ndarray) -> Path:
+    """One test photo per shift, and per shift: the share the check flags and the model's accuracy."""
+    names = [r["shift"] for r in rows]
+    fig = plt.figure(figsize=(10, 5.5))
+    grid = fig.add_gridspec(2, len(rows), height_ratios=(1, 2.2))
+    for i, (name, image) in enumerate(zip(names, examples, strict=True)):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(name.replace("_", " "), fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [float(r["flagged"]) for r in rows], 0.4, label="flagged unfamiliar")
+    ax.bar(x + 0.2, [float(r["accuracy"]) for r in rows], 0.4, label="model accuracy")
+    for i, r in enumerate(rows[1:], start=1):
+        ax.text(i, 1.03, f"AUC {float(r['roc_auc']):.2f}", ha="center", fontsize=8)
+    ax.set(xticks=x, xticklabels=[n.replace("_", " ") for n in names], ylim=(0, 1.12), ylabel="share of test photos")
+    ax.set_title("familiarity check: test photos, clean and shifted", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, "familiarity_shifts.png")

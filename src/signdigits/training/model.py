@@ -4,6 +4,8 @@ A model file is a plain dict of tensors, lists, numbers and strings written with
 read with `torch.load(weights_only=True)`, so loading never runs code from the file. It holds the
 architecture, the class labels, and one state dict per ensemble member; the per-pixel
 standardisation lives in the network as buffers, so prediction needs only pixels in [0, 1].
+The final model also carries its familiarity check (training/familiarity.py) as plain tensors,
+so that one file gives predict everything it needs.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import pickle
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, require_file, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from signdigits.training.familiarity import Familiarity
 
 
 @dataclass(frozen=True)
@@ -65,13 +71,18 @@ class MLP(nn.Module):
 
 
 class Classifier(nn.Module):
-    """One or more MLPs; with several, the logits are the log of their mean probabilities."""
+    """One or more MLPs; with several, the logits are the log of their mean probabilities.
 
-    def __init__(self, arch: Arch, classes: list[int], members: list[MLP]):
+    `familiarity` (None until train_best fits it) scores how unlike the training photos an input
+    is; it never changes the logits.
+    """
+
+    def __init__(self, arch: Arch, classes: list[int], members: list[MLP], familiarity: Familiarity | None = None):
         super().__init__()
         self.arch = arch
         self.classes = list(classes)
         self.members = nn.ModuleList(members)
+        self.familiarity = familiarity
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if len(self.members) == 1:
@@ -88,6 +99,8 @@ def model_bytes(model: Classifier) -> bytes:
         "classes": list(model.classes),
         "members": [{k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()} for m in model.members],
     }
+    if model.familiarity is not None:
+        payload["familiarity"] = model.familiarity.to_payload()
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
@@ -147,7 +160,7 @@ def load_model(
             member = MLP(arch, state["mean"], state["std"])
             member.load_state_dict(state)
             members.append(member)
-        model = Classifier(arch, [int(c) for c in payload["classes"]], members)
+        model = Classifier(arch, [int(c) for c in payload["classes"]], members, _familiarity(payload, arch))
         if not members or len(model.classes) != arch.n_classes:
             raise ValueError(f"{len(members)} networks and {len(model.classes)} classes for {arch.n_classes} outputs")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -160,6 +173,17 @@ def load_model(
                 f"(it is {describe(arch)}); retrain it with `dvc repro`"
             )
     return model.to(device).eval()
+
+
+def _familiarity(payload: dict, arch: Arch) -> Familiarity | None:
+    from signdigits.training.familiarity import Familiarity  # it imports this module
+
+    if "familiarity" not in payload:
+        return None
+    check = Familiarity.from_payload(payload["familiarity"])
+    if check.mean.shape != (arch.input_size,):
+        raise ValueError(f"familiarity check for {check.mean.shape[0]} pixels, network for {arch.input_size}")
+    return check
 
 
 def describe(arch: Arch) -> str:

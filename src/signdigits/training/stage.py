@@ -13,6 +13,7 @@ from signdigits.core.data import load_prepared, load_split, select_digits
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
+from signdigits.training.familiarity import fit_familiarity
 from signdigits.training.model import describe, save_model
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,18 @@ def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range
 
 
 def train_stage(
-    name: str, key: str, cfg: TrainParams, runtime: Runtime, classes: tuple[int, ...] = tuple(range(10))
+    name: str,
+    key: str,
+    cfg: TrainParams,
+    runtime: Runtime,
+    classes: tuple[int, ...] = tuple(range(10)),
+    familiarity_components: int = 0,
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
-    from here and never from params.yaml. `key` is where cfg lives in params.yaml (for error messages).
+    from here and never from params.yaml. `key` is where cfg lives in params.yaml (for error messages). With
+    familiarity_components, the model file also carries a familiarity check fitted on the same training images.
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -54,6 +61,10 @@ def train_stage(
     started = time.perf_counter()
     result = train(cfg, data.train, data.val, data.classes, name)
     log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
+    if familiarity_components:
+        result.model.familiarity = fit_familiarity(
+            data.train.x, data.val.x, cfg.normalize_images, familiarity_components
+        )
     metrics = {
         "config": {**settings(cfg), "classes": data.classes, "network": describe(result.model.arch)},
         "train": _loss_and_accuracy(result.model, data.train),

@@ -1,0 +1,118 @@
+"""The familiarity check: how far a photo lies from the training photos, and where "too far" starts.
+
+The network answers every input with some digit, often confidently, even for photos unlike its
+training photos (another background, light or framing), and is then mostly wrong. Its softmax
+probability does not tell these apart; the distance of the image from the training images does.
+The score adds two distances from the principal components of the standardised training images
+(standardised as the network sees them), fitted on the training part only: the Mahalanobis
+distance inside the top components (an unusual mix of usual patterns: dark wall, turned hand) and
+the reconstruction error outside them (patterns the training photos never show: sensor noise;
+or too little of them, as in a blurred photo, hence its absolute value). Each is a log put on the
+training images' scale, so neither dominates. On shifted and re-backgrounded validation photos
+this sum beat either distance alone and their maximum (README, "Limits").
+
+The threshold is a percentile of the validation photos' scores, kept with the check, so that
+changing the percentile never retrains anything: predict and evaluate apply it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from signdigits.core.errors import PipelineError
+from signdigits.training.model import normalize_each_image
+
+
+@dataclass
+class Familiarity:
+    """Everything needed to score images: standardisation, principal axes, and the validation scores."""
+
+    normalize_images: bool
+    mean: torch.Tensor  # (d,) per-pixel mean of the training images, after per-image normalisation if any
+    std: torch.Tensor  # (d,) per-pixel std, the same way
+    components: torch.Tensor  # (k, d) principal axes of the standardised training images
+    variances: torch.Tensor  # (k,) variance of the training images along each axis
+    log_mean: torch.Tensor  # (2,) mean of log Mahalanobis distance and log reconstruction error on training
+    log_std: torch.Tensor  # (2,) their standard deviations
+    val_scores: torch.Tensor  # (n_val,) scores of the validation images: where the threshold comes from
+
+    def standardise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Flattened pixels in [0, 1] -> what the network's first layer sees."""
+        pixels = pixels.to(torch.float64)
+        if self.normalize_images:
+            pixels = normalize_each_image(pixels)
+        return (pixels - self.mean) / self.std
+
+    @torch.inference_mode()
+    def distances(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 2): log Mahalanobis distance inside the subspace, log RMS reconstruction error outside it."""
+        z = self.standardise(pixels.cpu())
+        projected = z @ self.components.T
+        mahalanobis = (projected.square() / self.variances).sum(dim=1).sqrt()
+        reconstruction = (z - projected @ self.components).square().mean(dim=1).sqrt()
+        return torch.stack([mahalanobis, reconstruction], dim=1).clamp_min(1e-12).log()
+
+    def scores(self, pixels: torch.Tensor) -> np.ndarray:
+        """One number per image (flattened, in [0, 1]): higher is farther from the training photos."""
+        mahalanobis, reconstruction = ((self.distances(pixels) - self.log_mean) / self.log_std).unbind(dim=1)
+        return (mahalanobis + reconstruction.abs()).numpy()
+
+    def threshold(self, percentile: float) -> float:
+        """Scores above this are unfamiliar: `percentile` percent of the validation photos lie at or below it."""
+        return float(np.percentile(self.val_scores.numpy(), percentile))
+
+    def to_payload(self) -> dict:
+        """Plain tensors and data for the model file."""
+        return {
+            "normalize_images": self.normalize_images,
+            "mean": self.mean,
+            "std": self.std,
+            "components": self.components,
+            "variances": self.variances,
+            "log_mean": self.log_mean,
+            "log_std": self.log_std,
+            "val_scores": self.val_scores,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Familiarity:
+        tensors = ("mean", "std", "components", "variances", "log_mean", "log_std", "val_scores")
+        check = cls(bool(payload["normalize_images"]), *(payload[name].to(torch.float64) for name in tensors))
+        k, d = check.components.shape
+        shapes = (check.mean.shape, check.std.shape, check.variances.shape, check.log_mean.shape, check.log_std.shape)
+        if shapes != ((d,), (d,), (k,), (2,), (2,)) or check.val_scores.ndim != 1:
+            raise ValueError(f"familiarity check of inconsistent shapes ({k} axes of {d} pixels)")
+        return check
+
+
+def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images: bool, components: int) -> Familiarity:
+    """Fit on the training images only; score the validation images for the threshold.
+
+    Both are flattened pixels in [0, 1]. Computed in float64 on the CPU: the same bits on every device
+    (for the same thread count, as the network).
+    """
+    n, d = train_x.shape
+    if components >= min(n, d):
+        raise PipelineError(
+            f"params.yaml: familiarity.components = {components} is not allowed: "
+            f"must be below {min(n, d)} (the training images' {n} and pixels' {d})"
+        )
+    x = train_x.detach().cpu().to(torch.float64)
+    if normalize_images:
+        x = normalize_each_image(x)
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)
+    z = (x - mean) / std
+    # z has zero mean per pixel; its principal axes are the right singular vectors.
+    _, singular, axes = torch.linalg.svd(z, full_matrices=False)
+    variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
+    signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
+    unscaled = {"log_mean": torch.zeros(2, dtype=torch.float64), "log_std": torch.ones(2, dtype=torch.float64)}
+    axes = axes[:components] * signs[:, None]
+    check = Familiarity(normalize_images, mean, std, axes, variances, **unscaled, val_scores=torch.empty(0))
+    train_distances = check.distances(train_x)  # puts both distances on the training images' scale
+    check.log_mean, check.log_std = train_distances.mean(dim=0), train_distances.std(dim=0).clamp_min(1e-6)
+    check.val_scores = torch.from_numpy(check.scores(val_x))
+    return check

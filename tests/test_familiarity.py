@@ -1,0 +1,218 @@
+"""The familiarity check (issue 11): fitted on training images only, thresholded on validation, kept
+in the model file, reported by predict per photo and measured by evaluate on shifted photos."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import ROOT, stage_env
+
+from signdigits import predict
+from signdigits.core import paths
+from signdigits.core.params import Runtime, TrainParams
+from signdigits.reporting.familiarity import SHIFT_COLUMNS, SHIFTS, measure_familiarity, shifted, write_shifts_csv
+from signdigits.reporting.report import familiarity_section
+from signdigits.training.familiarity import fit_familiarity
+from signdigits.training.model import MLP, Arch, Classifier, load_model, save_model
+from signdigits.training.stage import train_stage
+
+TINY_TRAINING = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
+CHECK_TENSORS = ("mean", "std", "components", "variances", "log_mean", "log_std")
+
+
+def flat(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels.reshape(len(pixels), -1)).float() / 255.0
+
+
+def train_tiny() -> Classifier:
+    """train_best's training and check on tiny_layout's images (the cwd), as the stage does it."""
+    train_stage("train_best", "", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
+    return load_model(paths.model_path("train_best"))
+
+
+def test_the_check_is_fitted_on_training_images_only(tiny_layout, one_thread):
+    first = train_tiny().familiarity
+    pixels = tiny_layout.pixels.copy()
+    pixels[60:] = 255 - pixels[60:]  # other val and test images, the same training images
+    from signdigits.core.files import write_arrays
+
+    write_arrays(paths.PREPARED, pixels=pixels, labels=tiny_layout.labels, signers=np.arange(120) // 10,
+                 files=tiny_layout.files)  # fmt: skip
+    second = train_tiny().familiarity
+    for name in CHECK_TENSORS:
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert not torch.equal(first.val_scores, second.val_scores)  # the threshold does follow val
+
+
+def test_threshold_is_the_percentile_of_validation_scores():
+    rng = np.random.default_rng(0)
+    train, val = torch.rand(200, 64, generator=torch.Generator().manual_seed(0)), torch.from_numpy(rng.random((80, 64)))
+    check = fit_familiarity(train, val.float(), normalize_images=True, components=10)
+    val_scores = check.scores(val.float())
+    np.testing.assert_allclose(check.val_scores.numpy(), val_scores)
+    for percentile in (80.0, 97.5):
+        assert check.threshold(percentile) == pytest.approx(np.percentile(val_scores, percentile))
+        assert (val_scores > check.threshold(percentile)).mean() == pytest.approx(1 - percentile / 100, abs=1 / 80)
+
+
+def test_too_many_components_is_a_user_error():
+    from signdigits.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="familiarity.components = 64 is not allowed"):
+        fit_familiarity(torch.rand(100, 64), torch.rand(10, 64), normalize_images=False, components=64)
+
+
+def test_the_check_survives_the_model_file_and_changes_no_prediction(tmp_path, one_thread):
+    arch = Arch(image_size=8, hidden=(16,), n_classes=10, dropout=0.0, normalize_images=True)
+    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(64), torch.ones(64))]).eval()
+    x = torch.rand(50, 64, generator=torch.Generator().manual_seed(1))
+    save_model(model, tmp_path / "plain.pt")
+    model.familiarity = fit_familiarity(x[:40], x[40:], normalize_images=True, components=6)
+    save_model(model, tmp_path / "checked.pt")
+    plain, checked = load_model(tmp_path / "plain.pt"), load_model(tmp_path / "checked.pt")
+    assert plain.familiarity is None
+    for name in (*CHECK_TENSORS, "val_scores"):
+        assert torch.equal(getattr(checked.familiarity, name), getattr(model.familiarity, name)), name
+    with torch.inference_mode():
+        assert torch.equal(plain(x), checked(x))
+
+
+@pytest.fixture
+def photo_repo(tiny_layout, one_thread, tmp_path):
+    """tmp_path as a repository (dvc.yaml, params.yaml with percentile 90, a final model) and photos in it."""
+    from PIL import Image
+
+    model = train_tiny()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["familiarity"]["percentile"] = 90.0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    train_scores = model.familiarity.scores(flat(tiny_layout.pixels[:60]))
+    familiar = tiny_layout.pixels[int(np.argmin(train_scores))]
+    odd = (255 - tiny_layout.pixels[:60].mean(axis=0)).astype(np.uint8)  # the training photos' negative
+    assert model.familiarity.scores(flat(odd[None]))[0] > model.familiarity.threshold(90.0)
+    Image.fromarray(familiar).save(photos / "a_familiar.png")
+    Image.fromarray(odd).save(photos / "b_negative.png")
+    (photos / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return tmp_path
+
+
+def run_predict(capsys, *args) -> tuple[int, str, str]:
+    code = predict.main([*map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_says_which_photos_are_unfamiliar(photo_repo, capsys):
+    photos = photo_repo / "photos"
+    code, out, err = run_predict(capsys, photos / "a_familiar.png")
+    assert code == predict.EXIT_OK
+    assert out.split("\t")[3].startswith("familiar (score")
+    assert "UNFAMILIAR means" in err and "plain light background" in err
+    code, out, _ = run_predict(capsys, photos / "b_negative.png")
+    assert code == predict.EXIT_UNFAMILIAR
+    assert "UNFAMILIAR (score" in out and "do not trust this digit" in out
+
+
+def test_predict_json_folders_and_missing_files(photo_repo, capsys):
+    code, out, _ = run_predict(capsys, photo_repo / "photos", photo_repo / "missing.jpg", "--json")
+    document = json.loads(out)
+    assert code == document["exit_code"] == predict.EXIT_UNREADABLE
+    assert [Path(i["file"]).name for i in document["images"]] == ["a_familiar.png", "b_negative.png"]
+    assert [i["familiar"] for i in document["images"]] == [True, False]
+    assert document["errors"] == [{"file": str(photo_repo / "missing.jpg"), "error": "no such file"}]
+    assert document["percentile"] == 90.0  # from the params.yaml of the model's repository
+    code, out, _ = run_predict(capsys, photo_repo / "photos", "--json", "--percentile", "99.9")
+    assert json.loads(out)["percentile"] == 99.9
+
+
+def test_predict_finds_the_repository_model_from_a_subfolder(photo_repo, capsys, monkeypatch):
+    monkeypatch.chdir(photo_repo / "photos")
+    code, out, _ = run_predict(capsys, "a_familiar.png", "--json")
+    assert code == predict.EXIT_OK
+    assert json.loads(out)["model"] == str((photo_repo / paths.model_path("train_best")).resolve())
+
+
+def test_predict_without_a_model_names_the_paths_tried(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setattr(predict, "repository_roots", lambda: [tmp_path])
+    code, _, err = run_predict(capsys, "photo.jpg")
+    assert code == predict.EXIT_ERROR
+    assert f"tried {tmp_path / 'models' / 'train_best.pt'}" in err and "dvc repro" in err
+
+
+def test_predict_runs_from_any_folder_with_a_model(photo_repo, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    done = subprocess.run(
+        [sys.executable, "-m", "signdigits.predict", str(photo_repo / "photos" / "a_familiar.png"), "--model",
+         str(photo_repo / "models" / "train_best.pt")],
+        cwd=elsewhere, capture_output=True, text=True, env=stage_env(), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == predict.EXIT_OK, done.stderr
+    assert "familiar (score" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def real_check(real_prepared):
+    """A check fitted on the real training part (an untrained network beside it), and the test part."""
+    from signdigits.core.data import split_indices
+    from signdigits.core.params import SplitParams
+
+    prepared, _ = real_prepared
+    parts = split_indices(prepared.labels, prepared.signers, SplitParams())
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    size = prepared.pixels.shape[1]
+    arch = Arch(image_size=size, hidden=(8,), n_classes=10, dropout=0.0, normalize_images=True)
+    torch.manual_seed(0)
+    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(size * size), torch.ones(size * size))]).eval()
+    x = flat(prepared.pixels)
+    model.familiarity = fit_familiarity(x[train], x[val], normalize_images=True, components=60)
+    return model, prepared.pixels[test], prepared.labels[test]
+
+
+def test_shifts_keep_shape_and_type():
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    for name in SHIFTS:
+        out = shifted(name, pixels)
+        assert out.shape == pixels.shape and out.dtype == np.uint8, name
+        assert not np.array_equal(out, pixels), name
+
+
+def test_evaluate_measures_the_check_on_shifted_photos(real_check, tmp_path, monkeypatch):
+    model, pixels, digits = real_check
+    result = measure_familiarity(model, pixels, digits, percentile=97.5)
+    by_shift = {row["shift"]: row for row in result.rows}
+    assert list(by_shift) == ["clean", *SHIFTS]
+    # the clean test part: near what the threshold promises (2.5%; 310 images, about 4 standard deviations)
+    assert 0.0 <= by_shift["clean"]["flagged"] <= 0.08
+    # shifts that change what the photo shows are flagged far more often than the clean photos
+    for name in ("dark_background", "overexposed", "small_hand", "sensor_noise", "rotated_90"):
+        assert by_shift[name]["flagged"] > by_shift["clean"]["flagged"], name
+        assert by_shift[name]["roc_auc"] > 0.9, name
+    assert set(result.headline) == {"test_flagged", "mean_shift_roc_auc"}
+    monkeypatch.chdir(tmp_path)
+    lines = write_shifts_csv(result).read_text().splitlines()
+    assert lines[0] == ",".join(SHIFT_COLUMNS) and len(lines) == 1 + len(result.rows)
+    section = familiarity_section(97.5, result.rows)
+    assert "| rotated 90 |" in section and "familiarity_shifts.png" in section
+
+
+def test_the_percentile_is_a_checked_parameter():
+    from signdigits.core.errors import PipelineError
+    from signdigits.core.params import parse_params
+
+    assert dataclasses.astuple(parse_params({}).familiarity) == (60, 97.5)
+    assert parse_params({"familiarity": {"percentile": 99}}).familiarity.percentile == 99.0
+    with pytest.raises(PipelineError, match="familiarity.percentile = 100"):
+        parse_params({"familiarity": {"percentile": 100}})
