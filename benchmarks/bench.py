@@ -378,7 +378,13 @@ def timed_dvc(args: list[str], cwd: Path, env: dict) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     ran = [line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage '")]
-    return {"command": "dvc " + " ".join(args), "seconds": seconds, "stages_run": ran, "log": done.stdout + done.stderr}
+    return {
+        "command": "dvc " + " ".join(args),
+        "seconds": seconds,
+        "stages_run": ran,
+        "stdout": done.stdout,
+        "log": done.stdout + done.stderr,
+    }
 
 
 _TIMING = re.compile(r"^timing (\w+): start-up ([\d.?]+)s?, work ([\d.]+)s, writing ([\d.]+)s$", re.M)
@@ -414,7 +420,7 @@ def seeds_table(clone: Path, env: dict, seeds: range) -> dict:
     timed_dvc(["queue", "start", "-j", "1"], clone, env)
     while "Queued" in (status := timed_dvc(["queue", "status"], clone, env)["log"]) or "Running" in status:
         time.sleep(2)
-    rows = json.loads(timed_dvc(["exp", "show", "--json"], clone, env)["log"].split("\n", 1)[-1] or "[]")
+    rows = json.loads(timed_dvc(["exp", "show", "--json"], clone, env)["stdout"])
     accuracy = {}
     for exp in next(r for r in rows if r["rev"] != "workspace").get("experiments") or []:
         data = exp["revs"][0]["data"]
@@ -467,7 +473,7 @@ def end_to_end(scratch: Path, worktree: bool, seeds: range | None) -> dict:
     results["stages_native"] = stage_timings(results["cold_repro_native"]["log"])
     _git("checkout", "--quiet", "--", ".", cwd=clone)
     for key in ("cold_repro", "noop_repro", "exp_run", "cold_repro_native"):
-        del results[key]["log"]  # kept out of the JSON: long, and the timing lines are parsed above
+        del results[key]["log"], results[key]["stdout"]  # long; the timing lines are parsed above
     return results
 
 
