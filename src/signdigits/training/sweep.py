@@ -9,6 +9,7 @@ Both backends share that function and the loop that collects the rows (`run_swee
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import time
@@ -143,7 +144,7 @@ def _as_finished(tasks: Iterator[tuple], submit, wait, window: Callable[[], int]
     """
     pending: dict = {}
     while True:
-        while len(pending) < window() and (task := next(tasks, None)) is not None:
+        for task in itertools.islice(tasks, max(window() - len(pending), 0)):
             pending[submit(*task)] = task[0]
         if not pending:
             return
