@@ -10,6 +10,7 @@ import itertools
 import pytest
 import torch
 
+from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 from signdigits.training.sweep import RESULT_COLUMNS, load_sweep_data, pick_winner, results_csv, run_sweep
 
@@ -105,3 +106,10 @@ def test_run_sweep_with_two_jobs_equals_one_job(tiny_layout):
     assert len({r["val_loss"] for r in serial}) == 4  # four different runs, not one repeated
     assert pick_winner(parallel) == pick_winner(serial)
     assert results_csv(parallel) == results_csv(serial)
+
+
+def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
+    model = TrainParams(hidden=(16,), momentum=0.9, seed=0)
+    sweep = SweepParams(lr=(0.01, 10.0), batch_size=(8,), epochs=(3,), optimizer=("sgd",), jobs=1, model=model)
+    with pytest.raises(PipelineError, match=r"^sweep run 1 \(lr 10 batch 8 epochs 3 sgd\) failed: .*diverged"):
+        run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
