@@ -117,7 +117,7 @@ def test_real_cluster_gives_the_same_rows(swept, cluster, monkeypatch):
     remove_results(repo)
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
     done = repo.run("sweep_exp2", check=True)
-    assert address in done.stderr and "2 workers now" in done.stderr
+    assert address in done.stderr and "2 worker(s) connected" in done.stderr
     assert results(repo) == expected
 
 

@@ -217,7 +217,7 @@ def _on_dask(sweep: SweepParams, runs: int):
             return 2 * max(sum(client.nthreads().values()), 1)
 
         workers = client.nthreads()
-        log.info("sweep: %d runs on %s %s, %d workers now", runs, where, address, len(workers))
+        log.info("sweep: %d runs on %s %s, %d worker(s) connected", runs, where, address, len(workers))
         if not workers:
             log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
                         DASK_WORKER_COMMAND)  # fmt: skip
