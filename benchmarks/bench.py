@@ -11,6 +11,8 @@ It measures, on this machine and in one run:
    (Dataset + shuffling DataLoader + default Adam), same data, threads, steps and math;
 2. the engine's achieved GFLOP/s in training, as a fraction of one large float32 matmul's;
 3. the wall time of the exp2 sweep with jobs 1 and jobs 2, and that both give the same rows;
+   3b. the same sweep on `jobs` local processes and on a local Dask cluster of as many workers,
+   side by side: the same rows, and Dask's overhead per run;
 4. end to end, in a temporary copy of the repository: a cold `dvc repro`, a no-op `dvc repro`
    and `dvc exp run -S lr=0.003`.
 
@@ -274,12 +276,14 @@ def cuda_epochs(epochs: int) -> dict | None:
 # jobs 2 (which spawns workers) both start from the same state and leave this process alone.
 _SWEEP_CHILD = """
 import dataclasses, json, sys, time
+from signdigits.core.kernels import pin_cpu_kernels
 from signdigits.core.params import load_params
-from signdigits.training.sweep import run_sweep
+from signdigits.training.sweep import load_sweep_data, run_sweep
 params = load_params(sys.argv[1])
-sweep = dataclasses.replace(params.exp2, jobs=int(sys.argv[2]), **json.loads(sys.argv[3]))
+pin_cpu_kernels(params.runtime.cpu_kernels)
+sweep = dataclasses.replace(params.exp2, **json.loads(sys.argv[2]))
 started = time.perf_counter()
-rows = run_sweep(sweep, params.runtime)
+rows = run_sweep(sweep, params.runtime, load_sweep_data())
 print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
 """
 
@@ -306,10 +310,13 @@ def make_split_data(work: Path) -> Path:
     return work
 
 
-def run_sweep_child(cwd: Path, jobs: int, overrides: dict) -> dict:
+def run_sweep_child(cwd: Path, overrides: dict) -> dict:
+    """run_sweep with the exp2 section of params.yaml, `overrides` replacing its keys, in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}  # dask: a local cluster
     out = subprocess.run(
-        [sys.executable, "-c", _SWEEP_CHILD, str(REPO / "params.yaml"), str(jobs), json.dumps(overrides)],
+        [sys.executable, "-c", _SWEEP_CHILD, str(REPO / "params.yaml"), json.dumps(overrides)],
         cwd=cwd,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -321,8 +328,8 @@ def compare_sweep(quick: bool, scratch: Path) -> dict:
     """Wall time of run_sweep with jobs 1 and 2 (exp2 from params.yaml), and whether rows agree."""
     cwd, source = sweep_data_dir(scratch)
     overrides = {"epochs": [2, 3]} if quick else {}
-    one = run_sweep_child(cwd, 1, overrides)
-    two = run_sweep_child(cwd, 2, overrides)
+    one = run_sweep_child(cwd, {**overrides, "jobs": 1})
+    two = run_sweep_child(cwd, {**overrides, "jobs": 2})
     return {
         "data": source,
         "grid_overrides": overrides,
@@ -331,6 +338,29 @@ def compare_sweep(quick: bool, scratch: Path) -> dict:
         "jobs2_s": two["seconds"],
         "speedup": one["seconds"] / two["seconds"],
         "rows_equal": one["rows"] == two["rows"],
+    }
+
+
+def compare_sweep_backends(quick: bool, scratch: Path) -> dict:
+    """The sweep on `exp2.jobs` local processes and on a local Dask cluster of as many workers, side by side.
+
+    The rows must be equal; the difference in wall time, per run, is what Dask costs here: its
+    cluster's start against the pool's, the data sent with every run, the scheduler's round trips.
+    """
+    cwd, source = sweep_data_dir(scratch)
+    overrides = {"epochs": [2, 3]} if quick else {}
+    processes = run_sweep_child(cwd, {**overrides, "backend": "processes"})
+    dask = run_sweep_child(cwd, {**overrides, "backend": "dask"})
+    runs = len(processes["rows"])
+    return {
+        "data": source,
+        "grid_overrides": overrides,
+        "runs": runs,
+        "jobs": load_params(REPO / "params.yaml").exp2.jobs,
+        "processes_s": processes["seconds"],
+        "dask_s": dask["seconds"],
+        "dask_overhead_per_run_s": (dask["seconds"] - processes["seconds"]) / runs,
+        "rows_equal": processes["rows"] == dask["rows"],
     }
 
 
@@ -499,6 +529,13 @@ def report(results: dict) -> None:
         print(f"\n3. sweep exp2, {sweep['runs']} runs, overrides {sweep['grid_overrides'] or 'none'} ({sweep['data']})")
         print(f"   jobs 1: {sweep['jobs1_s']:.1f}s  jobs 2: {sweep['jobs2_s']:.1f}s  speedup {sweep['speedup']:.2f}x")
         print(f"   result rows equal: {sweep['rows_equal']}")
+    backends = results.get("sweep_backends")
+    if backends:
+        print(f"\n3b. sweep exp2, {backends['runs']} runs, {backends['jobs']} local processes vs a local Dask cluster"
+              f" of {backends['jobs']} workers, overrides {backends['grid_overrides'] or 'none'}")  # fmt: skip
+        print(f"   processes: {backends['processes_s']:.1f}s  dask: {backends['dask_s']:.1f}s"
+              f"  Dask overhead per run {backends['dask_overhead_per_run_s']:+.2f}s")  # fmt: skip
+        print(f"   result rows equal: {backends['rows_equal']}")
     e2e = results.get("e2e", {})
     print("\n4. end to end: " + (e2e.get("skipped") or e2e.get("source", "")))
     for key in ("cold_repro", "noop_repro", "exp_run", "cold_repro_native"):
@@ -606,6 +643,8 @@ def main(argv=None) -> None:
         if not args.no_sweep:
             print("3. sweep, jobs 1 then jobs 2 ...", flush=True)
             results["sweep"] = compare_sweep(args.quick, Path(tmp))
+            print("3b. sweep, local processes then a local Dask cluster ...", flush=True)
+            results["sweep_backends"] = compare_sweep_backends(args.quick, Path(tmp))
         if args.quick or args.no_e2e:
             results["e2e"] = {"skipped": "--quick" if args.quick else "--no-e2e"}
         else:
@@ -622,6 +661,8 @@ def main(argv=None) -> None:
     print(f"\nwrote {args.out}")
     if results.get("sweep") and not results["sweep"]["rows_equal"]:
         sys.exit("sweep rows differ between jobs 1 and jobs 2")
+    if results.get("sweep_backends") and not results["sweep_backends"]["rows_equal"]:
+        sys.exit("sweep rows differ between local processes and a local Dask cluster")
 
 
 if __name__ == "__main__":

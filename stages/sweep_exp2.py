@@ -7,14 +7,13 @@ from signdigits.core.params import require_batch_fits
 
 
 def main(params):
-    from signdigits.core.data import load_prepared, load_split
     from signdigits.training.stage import settings
-    from signdigits.training.sweep import pick_winner, results_csv, run_sweep
+    from signdigits.training.sweep import load_sweep_data, pick_winner, results_csv, run_sweep
 
-    n_train = len(load_split(paths.SPLIT, len(load_prepared(paths.PREPARED).labels))["train"])
+    data = load_sweep_data()
     for i, batch_size in enumerate(params.exp2.batch_size):
-        require_batch_fits(f"exp2.batch_size[{i}]", batch_size, n_train)
-    rows = run_sweep(params.exp2, params.runtime)
+        require_batch_fits(f"exp2.batch_size[{i}]", batch_size, len(data.train_labels))
+    rows = run_sweep(params.exp2, params.runtime, data)
     winner = pick_winner(rows)
     grid = {key: list(getattr(params.exp2, key)) for key in ("lr", "batch_size", "epochs", "optimizer")}
     write_text_atomic(paths.SWEEP_RESULTS, results_csv(rows))

@@ -10,8 +10,9 @@ import itertools
 import pytest
 import torch
 
+from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
-from signdigits.training.sweep import RESULT_COLUMNS, pick_winner, results_csv, run_sweep
+from signdigits.training.sweep import RESULT_COLUMNS, load_sweep_data, pick_winner, results_csv, run_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +93,9 @@ def test_run_sweep_with_two_jobs_equals_one_job(tiny_layout):
     model = TrainParams(hidden=(16,), dropout=0.2, momentum=0.9, seed=0)
     # batch 8 runs cost more, so jobs 2 submits them first: rows must still come back in grid order
     sweep = SweepParams(lr=(0.01,), batch_size=(16, 8), epochs=(2,), optimizer=("adam", "sgd"), jobs=1, model=model)
-    serial = run_sweep(sweep, Runtime(device="cpu", threads=1))
-    parallel = run_sweep(dataclasses.replace(sweep, jobs=2), Runtime(device="cpu", threads=1))
+    data = load_sweep_data()
+    serial = run_sweep(sweep, Runtime(device="cpu", threads=1), data)
+    parallel = run_sweep(dataclasses.replace(sweep, jobs=2), Runtime(device="cpu", threads=1), data)
     assert parallel == serial
     assert [r["run"] for r in serial] == [0, 1, 2, 3]
     assert [(r["batch_size"], r["optimizer"]) for r in serial] == [(16, "adam"), (16, "sgd"), (8, "adam"), (8, "sgd")]
@@ -104,3 +106,10 @@ def test_run_sweep_with_two_jobs_equals_one_job(tiny_layout):
     assert len({r["val_loss"] for r in serial}) == 4  # four different runs, not one repeated
     assert pick_winner(parallel) == pick_winner(serial)
     assert results_csv(parallel) == results_csv(serial)
+
+
+def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
+    model = TrainParams(hidden=(16,), momentum=0.9, seed=0)
+    sweep = SweepParams(lr=(0.01, 10.0), batch_size=(8,), epochs=(3,), optimizer=("sgd",), jobs=1, model=model)
+    with pytest.raises(PipelineError, match=r"^sweep run 1 \(lr 10 batch 8 epochs 3 sgd\) failed: .*diverged"):
+        run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())

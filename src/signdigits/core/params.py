@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")
 BAD_IMAGE_POLICIES = ("fail", "skip")
+SWEEP_BACKENDS = ("processes", "dask")
 
 
 def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, min_len=None):
@@ -123,6 +124,7 @@ class SweepParams:
     optimizer: tuple[str, ...] = _opt(("adam", "sgd"), choices=OPTIMIZERS, min_len=1)
     jobs: int = _opt(2, ge=1, le=64)
     threads_per_job: int = _opt(1, ge=1, le=256)
+    backend: str = _opt("processes", choices=SWEEP_BACKENDS)
     model: TrainParams = field(default_factory=TrainParams)
 
     def grid(self) -> list[TrainParams]:

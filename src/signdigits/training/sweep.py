@@ -1,16 +1,29 @@
-"""sweep_exp2: train every grid configuration, in `jobs` processes at once, and pick the winner.
+"""sweep_exp2: train every grid configuration, in local processes or on a Dask cluster, and pick the winner.
 
-Each run uses `threads_per_job` threads whatever `jobs` is, so the results do not depend on how
-many run side by side: jobs only changes the wall time.
+Each run is a pure function of its configuration, the data and the seed (`train_config`), with
+`threads_per_job` threads and the stage's CPU kernels wherever it runs, so the rows do not depend
+on the backend, the number of workers or the order runs finish in: those change the wall time only.
+Both backends share that function and the loop that collects the rows (`run_sweep`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_local
+from dataclasses import dataclass
 
+import numpy as np
+
+from signdigits.core import paths
+from signdigits.core.data import DIGITS, load_prepared, load_split, select_digits
+from signdigits.core.errors import PipelineError
+from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 
 log = logging.getLogger(__name__)
@@ -28,30 +41,39 @@ RESULT_COLUMNS = (
     "epochs_run",
 )
 
-_worker_data = None  # (device, StageData) of this process, set once per worker
+CONNECT_TIMEOUT_S = 5  # to a Dask scheduler; Dask's own default (30 s) is long to wait for a typo
+DASK_WORKER_COMMAND = f"{describe_env(PORTABLE_ENV)} dask worker <scheduler address> --nthreads 1"
 
 
-def _init_worker(runtime: Runtime, threads: int) -> None:
-    global _worker_data
-    logging.basicConfig(level=logging.WARNING)
-    from signdigits.training.engine import setup_runtime
-    from signdigits.training.stage import load_stage_data
+@dataclass(frozen=True)
+class SweepData:
+    """The training and validation arrays (about 1.4 MB), sent with every run: workers need no shared files."""
 
-    device = setup_runtime(runtime, threads=threads)
-    _worker_data = load_stage_data(device)
+    train_pixels: np.ndarray
+    train_labels: np.ndarray
+    val_pixels: np.ndarray
+    val_labels: np.ndarray
+    classes: tuple[int, ...] = DIGITS
 
 
-def _train_one(run: int, cfg: TrainParams) -> dict:
-    from signdigits.training.engine import evaluate, train
+def load_sweep_data() -> SweepData:
+    """The same images and class indices as every training stage reads (`training.stage.load_stage_data`)."""
+    prepared = load_prepared(paths.PREPARED)
+    split = load_split(paths.SPLIT, len(prepared.labels))
+    train, train_labels = select_digits(prepared.labels, split["train"], DIGITS)
+    val, val_labels = select_digits(prepared.labels, split["val"], DIGITS)
+    return SweepData(prepared.pixels[train], train_labels, prepared.pixels[val], val_labels)
 
-    data = _worker_data
-    started = time.perf_counter()
-    result = train(cfg, data.train, data.val, data.classes, name=f"sweep run {run}")
-    val, tr = evaluate(result.model, data.val), evaluate(result.model, data.train)
-    log.warning(
-        "sweep run %d: lr %g batch %d epochs %d %s -> val acc %.4f loss %.4f (%.1fs)",
-        run, cfg.lr, cfg.batch_size, cfg.epochs, cfg.optimizer, val.accuracy, val.loss, time.perf_counter() - started,
-    )  # fmt: skip
+
+def train_config(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
+    """One result row; the same function in this process, a pool process or on a Dask worker."""
+    from signdigits.training.engine import Split, evaluate, setup_runtime, train
+
+    device = setup_runtime(runtime, threads=threads)  # checks the CPU kernels of the process it runs in
+    train_data = Split.from_arrays(data.train_pixels, data.train_labels, device)
+    val_data = Split.from_arrays(data.val_pixels, data.val_labels, device)
+    result = train(cfg, train_data, val_data, list(data.classes), name=f"sweep run {run}")
+    val, tr = evaluate(result.model, val_data), evaluate(result.model, train_data)
     return {
         "run": run,
         "label": f"{cfg.optimizer} lr={cfg.lr:g} bs={cfg.batch_size} ep={cfg.epochs}",
@@ -66,24 +88,142 @@ def _train_one(run: int, cfg: TrainParams) -> dict:
     }
 
 
-def run_sweep(sweep: SweepParams, runtime: Runtime) -> list[dict]:
-    """One result row per grid configuration, in grid order."""
+def _train_on_dask_worker(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
+    """train_config, after checking what a worker started by someone else may get wrong.
+
+    The kernels are pinned here, before this worker's first import of torch; a worker that already
+    runs torch with other kernels fails rather than computing other numbers. One task at a time per
+    worker process: concurrent runs would share torch's process-wide random generator.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    try:
+        if worker.state.nthreads != 1:
+            raise PipelineError(f"it runs {worker.state.nthreads} tasks at once, which share torch's random generator")
+        pin_cpu_kernels(runtime.cpu_kernels)
+    except PipelineError as e:
+        raise PipelineError(f"Dask worker {worker.address}: {e}. Start workers as: {DASK_WORKER_COMMAND}") from None
+    return train_config(run, cfg, data, runtime, threads)
+
+
+def describe_config(cfg: TrainParams) -> str:
+    return f"lr {cfg.lr:g} batch {cfg.batch_size} epochs {cfg.epochs} {cfg.optimizer}"
+
+
+def run_sweep(sweep: SweepParams, runtime: Runtime, data: SweepData) -> list[dict]:
+    """One result row per grid configuration, in grid order, whichever backend computes them.
+
+    A run that raises stops the sweep with its configuration named; runs not yet started are cancelled.
+    """
     configs = sweep.grid()
+    # the longest runs first, so no worker is left with one long run at the end
+    by_cost = sorted(range(len(configs)), key=lambda i: -configs[i].epochs / configs[i].batch_size)
+    tasks = ((i, configs[i], data, runtime, sweep.threads_per_job) for i in by_cost)
+    backend = _on_dask if sweep.backend == "dask" else _in_processes
+    rows: list[dict | None] = [None] * len(configs)
+    started = time.perf_counter()
+    with backend(sweep, len(configs)) as (submit, wait, window):
+        for done, (run, future) in enumerate(_as_finished(tasks, submit, wait, window), start=1):
+            try:
+                rows[run] = future.result()
+            except Exception as e:  # any failure of a run ends the sweep, reported with its config
+                reason = str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
+                raise PipelineError(f"sweep run {run} ({describe_config(configs[run])}) failed: {reason}") from e
+            log.info(
+                "sweep %d/%d: run %d %s -> val acc %.4f (%.1fs elapsed)",
+                done, len(configs), run, describe_config(configs[run]), rows[run]["val_accuracy"],
+                time.perf_counter() - started,
+            )  # fmt: skip
+    return rows
+
+
+def _as_finished(tasks: Iterator[tuple], submit, wait, window: Callable[[], int]) -> Iterator[tuple[int, Future]]:
+    """(run, future) in the order runs finish, with at most window() submitted and unfinished at a time.
+
+    The window keeps the data sent with each run, and the futures, from piling up: memory stays flat
+    whatever the size of the grid, and a finished run's future is dropped once its row is read.
+    """
+    pending: dict = {}
+    while True:
+        for task in itertools.islice(tasks, max(window() - len(pending), 0)):
+            pending[submit(*task)] = task[0]
+        if not pending:
+            return
+        finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in finished:
+            yield pending.pop(future), future
+
+
+@contextlib.contextmanager
+def _in_processes(sweep: SweepParams, runs: int):
+    """`jobs` spawned processes, or this process for jobs 1 (no second import of torch)."""
     if sweep.jobs == 1:
-        _init_worker(runtime, sweep.threads_per_job)
-        return [_train_one(i, cfg) for i, cfg in enumerate(configs)]
+        log.info("sweep: %d runs in this process, %d thread(s)", runs, sweep.threads_per_job)
+        yield _run_here, wait_local, lambda: 1
+        return
+    jobs = min(sweep.jobs, runs)
+    log.info("sweep: %d runs in %d processes of %d thread(s)", runs, jobs, sweep.threads_per_job)
     # spawn, not fork: a forked child of a process that already started torch's thread pool can hang
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=min(sweep.jobs, len(configs)),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(runtime, sweep.threads_per_job),
-    ) as pool:
-        # the longest runs first, so no worker is left with one long run at the end
-        by_cost = sorted(range(len(configs)), key=lambda i: -configs[i].epochs / configs[i].batch_size)
-        futures = {i: pool.submit(_train_one, i, configs[i]) for i in by_cost}
-        return [futures[i].result() for i in range(len(configs))]
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield lambda *task: pool.submit(train_config, *task), wait_local, lambda: 2 * jobs
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, only the runs already started finish
+
+
+def _run_here(*task) -> Future:
+    """A finished future of train_config, computed in this process now."""
+    future = Future()
+    try:
+        future.set_result(train_config(*task))
+    except Exception as e:  # handed on to run_sweep, like a pool's future
+        future.set_exception(e)
+    return future
+
+
+@contextlib.contextmanager
+def _on_dask(sweep: SweepParams, runs: int):
+    """The scheduler Dask's configuration names (DASK_SCHEDULER_ADDRESS), or else a local cluster of `jobs` workers.
+
+    A worker that dies has its runs redone elsewhere by Dask: each task carries all it needs.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+    from distributed import wait as wait_dask
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the stage logs its own progress
+    address = dask.config.get("scheduler-address", None)
+    with contextlib.ExitStack() as stack:
+        if address is None:
+            cluster = LocalCluster(
+                n_workers=min(sweep.jobs, runs),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,  # a failed run is reported by the stage, with its config
+            )
+            stack.enter_context(cluster)
+            address, where = cluster.scheduler_address, "a local Dask cluster"
+        else:
+            where = "the Dask scheduler from DASK_SCHEDULER_ADDRESS or the Dask config"
+        try:
+            client = stack.enter_context(Client(address, timeout=CONNECT_TIMEOUT_S))
+        except (OSError, ValueError) as e:
+            raise PipelineError(
+                f"{where}, {address}, cannot be reached ({e}); start it (`dask scheduler`) and its workers, "
+                "or unset DASK_SCHEDULER_ADDRESS to run on a local cluster"
+            ) from None
+
+        def window() -> int:  # follows workers that join or leave
+            return 2 * max(sum(client.nthreads().values()), 1)
+
+        workers = client.nthreads()
+        log.info("sweep: %d runs on %s %s, %d worker(s) connected", runs, where, address, len(workers))
+        if not workers:
+            log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
+                        DASK_WORKER_COMMAND)  # fmt: skip
+        yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
 
 
 def pick_winner(rows: list[dict]) -> dict:
