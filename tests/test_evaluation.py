@@ -1,4 +1,4 @@
-"""evaluate's numbers are scikit-learn's on the model's own predictions; the bootstrap interval; McNemar's test."""
+"""evaluate's numbers equal scikit-learn's (its metrics are numpy, see reporting/metrics.py); bootstrap; McNemar."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from signdigits.core import paths
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import rounded
 from signdigits.core.params import EvaluateParams, TrainParams
-from signdigits.reporting.evaluation import bootstrap_accuracy, evaluate_models, write_tables
+from signdigits.reporting.evaluation import bootstrap_accuracy, classification_scores, evaluate_models, write_tables
+from signdigits.reporting.metrics import per_class_scores, roc_auc
 from signdigits.review import mcnemar, paired_test
 from signdigits.training.engine import Split, train
 from signdigits.training.model import save_model
@@ -23,6 +24,53 @@ binomtest = pytest.importorskip("scipy.stats").binomtest
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- classification scores against scikit-learn ------------------------------------------------
+
+
+def random_predictions(seed: int, n: int, k: int, never_predicted: int | None = None, never_actual: int | None = None):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, k, size=n)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, size=n))  # better than chance
+    if never_predicted is not None:
+        y_pred[y_pred == never_predicted] = (never_predicted + 1) % k
+    if never_actual is not None:
+        y_true[y_true == never_actual] = (never_actual + 1) % k
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k, never_predicted, never_actual", [(10, None, None), (5, 3, None), (4, 0, 2), (2, 1, None)])
+def test_scores_equal_scikit_learn(seed, k, never_predicted, never_actual):
+    y_true, y_pred = random_predictions(seed, 60, k, never_predicted, never_actual)
+    labels = list(range(k))
+    scores = classification_scores(y_true, y_pred, k)
+    assert scores["accuracy"] == pytest.approx(sk.accuracy_score(y_true, y_pred), abs=1e-12)
+    p, r, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    assert (scores["precision_macro"], scores["recall_macro"], scores["f1_macro"]) == pytest.approx(
+        (p, r, f), abs=1e-12
+    )
+    per_class = per_class_scores(y_true, y_pred, k)
+    p, r, f, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    for name, expected in (("precision", p), ("recall", r), ("f1", f), ("support", support)):
+        np.testing.assert_allclose(per_class[name], expected, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("seed, decimals", [(0, 3), (1, 1), (2, 6), (3, 0)])
+def test_roc_auc_equals_scikit_learn(seed, decimals):
+    rng = np.random.default_rng(seed)
+    y = rng.random(80) < 0.4
+    scores = np.round(rng.random(80) + 0.3 * y, decimals)  # ties when rounded hard
+    assert roc_auc(y, scores) == pytest.approx(sk.roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_roc_auc_edge_cases():
+    y = np.array([0, 1, 0, 1, 1])
+    assert roc_auc(y, np.full(5, 0.3)) == 0.5  # all tied
+    assert roc_auc(y, y * 0.9) == 1.0
+    assert roc_auc(y, 1 - y) == 0.0
+    assert math.isnan(roc_auc(np.ones(4), np.arange(4.0)))  # one class only: undefined
 
 
 # --- bootstrap ----------------------------------------------------------------------------------

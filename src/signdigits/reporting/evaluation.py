@@ -1,4 +1,4 @@
-"""Every trained model on the train, val and test parts: scikit-learn's metrics, a bootstrap interval.
+"""Every trained model on the train, val and test parts: accuracy, macro and per-class scores, a bootstrap interval.
 
 Only this stage reads the test part. It scores the train and val parts too, so the study's tables
 (training and validation precision, recall, F1) come from one place, computed one way.
@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn import metrics as sk
 
 from signdigits.core import paths
 from signdigits.core.data import PARTS, load_prepared, load_split, select_digits
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.core.params import EvaluateParams
+from signdigits.reporting.metrics import confusion_matrix, per_class_scores, roc_auc
 from signdigits.training.engine import Split, evaluate
 from signdigits.training.model import Classifier, describe, load_model
 
@@ -42,7 +42,9 @@ class ModelResult:
 
     @property
     def confusion(self) -> np.ndarray:
-        return sk.confusion_matrix(self.actual, self.predicted, labels=self.model.classes)
+        to_index = {c: i for i, c in enumerate(self.model.classes)}
+        index = np.vectorize(to_index.get)
+        return confusion_matrix(index(self.actual), index(self.predicted), len(self.model.classes))
 
 
 def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torch.device) -> list[ModelResult]:
@@ -65,17 +67,17 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
                 "ensemble": len(model.members),
                 **classification_scores(labels, ev.predictions, len(classes)),
                 "loss": ev.loss,
-                "roc_auc": sk.roc_auc_score(labels == 1, ev.probabilities[:, 1]) if len(classes) == 2 else "",
+                "roc_auc": roc_auc(labels == 1, ev.probabilities[:, 1]) if len(classes) == 2 else "",
             }
         correct = ev.predictions == labels  # the test part, last of PARTS
         low, high = bootstrap_accuracy(correct, params.bootstrap, params.seed)
         scores["test"].update(accuracy_ci95_low=low, accuracy_ci95_high=high)
-        precision, recall, f1, support = sk.precision_recall_fscore_support(
-            labels, ev.predictions, labels=range(len(classes)), zero_division=0
-        )
+        per_digit = per_class_scores(labels, ev.predictions, len(classes))
         per_class = [
             {"model": name, "digit": int(c), "precision": p, "recall": r, "f1": f, "support": int(n)}
-            for c, p, r, f, n in zip(classes, precision, recall, f1, support, strict=True)
+            for c, p, r, f, n in zip(
+                classes, *(per_digit[k] for k in ("precision", "recall", "f1", "support")), strict=True
+            )
         ]
         results.append(
             ModelResult(
@@ -95,16 +97,14 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
 
 def classification_scores(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict:
     """Accuracy and macro precision/recall/F1 (0 where undefined), over all of the model's classes."""
-    precision, recall, f1, _ = sk.precision_recall_fscore_support(
-        labels, predictions, labels=range(n_classes), average="macro", zero_division=0
-    )
+    per_class = per_class_scores(labels, predictions, n_classes)
     return {
         "images": len(labels),
         "correct": int((labels == predictions).sum()),
-        "accuracy": sk.accuracy_score(labels, predictions),
-        "precision_macro": precision,
-        "recall_macro": recall,
-        "f1_macro": f1,
+        "accuracy": float((labels == predictions).mean()),
+        "precision_macro": float(per_class["precision"].mean()),
+        "recall_macro": float(per_class["recall"].mean()),
+        "f1_macro": float(per_class["f1"].mean()),
     }
 
 

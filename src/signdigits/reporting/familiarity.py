@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from signdigits.core import paths
 from signdigits.core.files import csv_text, write_text_atomic
+from signdigits.reporting.metrics import roc_auc
 from signdigits.training.model import Classifier
 
 SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy")
@@ -128,7 +128,7 @@ def measure_familiarity(
         images = shifted(name, pixels)
         scores, accuracy = measure(images)
         is_shifted = np.r_[np.zeros(len(clean_scores), bool), np.ones(len(scores), bool)]
-        rows.append(row(name, scores, accuracy, float(roc_auc_score(is_shifted, np.r_[clean_scores, scores]))))
+        rows.append(row(name, scores, accuracy, roc_auc(is_shifted, np.r_[clean_scores, scores])))
         examples.append(images[0])
     headline = {
         "test_flagged": rows[0]["flagged"],
