@@ -17,16 +17,17 @@ def main(params):
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
     training = {name: read_json(paths.metrics_path(name)) for name in paths.TRAINED_MODELS}
-    histories = {name: read_csv(paths.history_path(name)) for name in paths.TRAINED_MODELS}
+    histories = {name: read_csv(paths.history_path(name)) for name in paths.REPORTED_CURVES}
     sweep_rows = read_csv(paths.SWEEP_RESULTS)
 
     device = setup_runtime(params.runtime)
     results = evaluate_models(paths.TRAINED_MODELS, params.evaluate, device)
     write_tables(results)
-    for result in results:
-        figures.confusion_heatmap(result.name, result.confusion, result.model.classes)
-        figures.learning_curves(result.name, histories[result.name])
     final = results[paths.TRAINED_MODELS.index(paths.FINAL_MODEL)]
+    # Only the figures the report shows: DVC's own plots draw every model's confusion matrix and curves.
+    for name in paths.REPORTED_CURVES:
+        figures.learning_curves(name, histories[name])
+    figures.confusion_heatmap(final.name, final.confusion, final.model.classes)
     limit = params.evaluate.max_misclassified
     figures.misclassified_grid(final.name, final.pixels, final.actual, final.predicted, limit)
     figures.sweep_chart(sweep_rows, sweep["winner"]["run"])

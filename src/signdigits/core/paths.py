@@ -18,6 +18,7 @@ REPORT = METRICS / "report.md"
 
 TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")
 FINAL_MODEL = "train_best"
+REPORTED_CURVES = ("train_base", "train_exp1", "train_best")  # the study's figures 1-3
 
 
 def model_path(name: str) -> Path:

@@ -79,16 +79,27 @@ def sweep_chart(rows: list[dict], winner_run: int) -> Path:
 
 
 def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predicted: np.ndarray, limit: int) -> Path:
+    """The mistakes as one mosaic with a caption under each image: one axes draws far faster than one per image."""
     wrong = np.flatnonzero(actual != predicted)[:limit]
-    columns = 8
+    columns, size = 8, pixels.shape[1]
     rows = max(1, -(-len(wrong) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong, strict=False):
-        ax.imshow(pixels[i], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true {actual[i]} / pred {predicted[i]}", fontsize=7)
-    fig.suptitle(f"{name}: {len(wrong)} misclassified test images" if len(wrong) else f"{name}: no mistakes")
+    cell = size + size // 2  # room for the caption below each image
+    mosaic = np.full((rows * cell, columns * size), 255, dtype=np.uint8)
+    fig, ax = plt.subplots(figsize=(columns * 1.2, rows * 1.4 + 0.5))
+    for k, i in enumerate(wrong):
+        top, left = (k // columns) * cell, (k % columns) * size
+        mosaic[top : top + size, left : left + size] = pixels[i]
+        ax.text(
+            left + size / 2,
+            top + size + 1,
+            f"true {actual[i]} / pred {predicted[i]}",
+            fontsize=7,
+            ha="center",
+            va="top",
+        )
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255)
+    ax.axis("off")
+    ax.set_title(f"{name}: {len(wrong)} misclassified test images" if len(wrong) else f"{name}: no mistakes")
     fig.tight_layout()
     return _save(fig, f"misclassified_{name}.png")
 
