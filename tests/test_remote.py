@@ -152,7 +152,8 @@ def cached_outputs(repo: Path) -> list[str]:
     import yaml
 
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    return sorted(out for stage in stages.values() for out in stage.get("outs", []))
+    outs = [out if isinstance(out, dict) else {out: {}} for stage in stages.values() for out in stage.get("outs", [])]
+    return sorted(path for out in outs for path, options in out.items() if options.get("cache", True))
 
 
 @pytest.mark.slow
@@ -183,8 +184,9 @@ def test_pulling_train_best_alone_fetches_only_the_final_model_and_predict_works
 
     row = (origin / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1]
     file, _, digit, probability = row.split(",")
-    done = run([sys.executable, "-m", "signdigits.predict", f"data/raw/{file}"], cwd=clone)
-    path, answered, answered_p = done.stdout.strip().split("\t")
+    done = run([sys.executable, "-m", "signdigits.predict", f"data/raw/{file}"], cwd=clone, check=False)
+    assert done.returncode in (0, 3), done.stderr  # 3: answered, but the photo is unfamiliar
+    path, answered, answered_p, _verdict = done.stdout.strip().split("\t")
     assert (path, answered) == (f"data/raw/{file}", digit)
     assert float(answered_p) == pytest.approx(float(probability), abs=2e-4)
 
@@ -218,15 +220,15 @@ def test_a_pushed_run_cache_restores_train_best_elsewhere_once_its_uncached_outp
     assert stages_run(done.stdout) == ["train_best"]
     assert "do not exist neither locally nor on remote" in done.stdout + done.stderr
 
-    # With the outputs every run-cache entry names: restored, byte for byte, nothing runs.
+    # With the outputs every run-cache entry names: train_best restored, byte for byte. evaluate has no
+    # run-cache (its report.md is an uncached out, neither metric nor plot), so it reruns, to the same bytes.
     run([sys.executable, str(REPO / ".ci" / "push-run-outputs")], cwd=first, env=s3.env())
     third = fresh_clone(origin, tmp_path, "third")
     run(["dvc", "pull", "--run-cache"], cwd=third, env=s3.env())
     set_lr(third, NEW_LR)
     done = run(["dvc", "repro", "--pull"], cwd=third, env=s3.env())
-    assert stages_run(done.stdout) == []
+    assert stages_run(done.stdout) == ["evaluate"]
     assert "Stage 'train_best' is cached - skipping run, checking out outputs" in done.stdout
-    assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in done.stdout
     for path in ("models/train_best.pt", "metrics/train_best.json", "metrics/evaluate.json", "dvc.lock"):
         assert (third / path).read_bytes() == (first / path).read_bytes(), path
     assert UP_TO_DATE in run(["dvc", "status"], cwd=third, env=s3.env()).stdout
