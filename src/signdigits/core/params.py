@@ -21,7 +21,7 @@ from signdigits.core.errors import PipelineError
 PARAMS_FILE = Path("params.yaml")
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")
