@@ -156,6 +156,30 @@ def test_schedule_moves_the_learning_rate(scheduler):
         assert lrs[:4] == [lr0, lr0, lr0 * gamma, lr0 * gamma]
 
 
+def _one_cycle(step: int, total: int, peak: float) -> float:
+    """OneCycleLR's documented defaults: cosine from peak/25 up to peak over 30% of the steps, then down to ~0."""
+    start, low, top = peak / 25, peak / 25 / 1e4, 0.3 * total - 1
+
+    def cos(a, b, pct):
+        return b + (a - b) / 2 * (1 + math.cos(math.pi * pct))
+
+    return cos(start, peak, step / top) if step <= top else cos(peak, low, (step - top) / (total - 1 - top))
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_onecycle_steps_every_batch(balanced):
+    pixels = make_images(16, 4, seed=0)[0]
+    labels = np.array([0] * 6 + [1] * 4 + [2] * 3 + [3] * 3)  # balanced epochs: every class cycled to 6, 24 in all
+    data = Split.from_arrays(pixels, labels, CPU)
+    lr0, epochs, batch_size = 0.01, 5, 4
+    batches = (24 if balanced else 16) // batch_size
+    cfg = config(lr=lr0, epochs=epochs, scheduler="onecycle", batch_size=batch_size, balanced=balanced)
+    lrs = [h["lr"] for h in train(cfg, data, data, list(range(4))).history]  # stepping past the end would raise
+    expected = [_one_cycle(e * batches, epochs * batches, lr0) for e in range(epochs)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    assert lrs[0] == pytest.approx(lr0 / 25) and max(lrs) < lr0
+
+
 # --- batch order --------------------------------------------------------------------------------
 
 

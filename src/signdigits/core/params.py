@@ -20,7 +20,7 @@ from signdigits.core import paths
 from signdigits.core.errors import PipelineError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")

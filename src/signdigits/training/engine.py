@@ -108,7 +108,8 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
     device = train_data.x.device
     net = MLP(arch, mean, std).to(device)
     optimizer = make_optimizer(cfg, net.parameters(), device)
-    scheduler = make_scheduler(cfg, optimizer)
+    scheduler = make_scheduler(cfg, optimizer, -(-_epoch_length(train_data.y, cfg.balanced) // cfg.batch_size))
+    per_batch = cfg.scheduler == "onecycle"  # onecycle steps after every batch, the others after every epoch
     result = TrainResult(model=None)
     best_loss, best_state, stale = math.inf, None, 0
     for epoch in range(1, cfg.epochs + 1):
@@ -128,6 +129,8 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_batch:
+                scheduler.step()
             loss_sum += loss.detach() * len(batch)
             correct += (logits.detach().argmax(dim=1) == y).sum()
         train_loss = loss_sum.item() / len(order)
@@ -136,7 +139,7 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
                 f"{tag}: training diverged in epoch {epoch} (loss {train_loss}); "
                 f"lower the learning rate (lr is {lr:g}). No model was written."
             )
-        if scheduler is not None:
+        if scheduler is not None and not per_batch:
             scheduler.step()
         val = evaluate(net, val_data)
         result.history.append(
@@ -190,6 +193,14 @@ def _epoch_order(labels: torch.Tensor, balanced: bool, rng: torch.Generator) -> 
     return torch.stack(columns, dim=1).flatten()
 
 
+def _epoch_length(labels: torch.Tensor, balanced: bool) -> int:
+    """How many images `_epoch_order` returns: all of them, or every class cycled up to the largest."""
+    if not balanced:
+        return len(labels)
+    counts = torch.unique(labels.cpu(), return_counts=True)[1]
+    return int(counts.max()) * len(counts)
+
+
 def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torch.Tensor:
     """Random rotation, scale and shift of a batch of flattened images, on their device."""
     n = len(x)
@@ -218,7 +229,13 @@ def make_optimizer(cfg: TrainParams, parameters, device: torch.device) -> torch.
     return optimizer_class(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
 
 
-def make_scheduler(cfg: TrainParams, optimizer):
+def make_scheduler(cfg: TrainParams, optimizer, batches_per_epoch: int):
+    """onecycle (for short runs): lr/25 warming up to lr over the first 30% of the batches, then annealed to ~0;
+    with adam/adamw it also cycles beta1 between 0.95 and 0.85 (OneCycleLR's defaults)."""
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=batches_per_epoch
+        )
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     if cfg.scheduler == "cosine":
