@@ -495,13 +495,13 @@ def end_to_end(scratch: Path, worktree: bool, seeds: range | None) -> dict:
     results["stages"] = stage_timings(results["cold_repro"]["log"])
     results["noop_repro"] = timed_dvc(["repro"], clone, env)
     results["exp_run"] = timed_dvc(["exp", "run", "-S", f"lr={new_lr}"], clone, env)
-    _git("checkout", "--quiet", "--", ".", cwd=clone)
+    _git("reset", "--quiet", "--hard", cwd=clone)  # not `checkout -- .`: DVC staged the experiment's files
     if seeds:
         results["seeds"] = seeds_table(clone, env, seeds)
     set_param(clone, "runtime.cpu_kernels", "native")
     results["cold_repro_native"] = timed_dvc(["repro", "--force"], clone, env)
     results["stages_native"] = stage_timings(results["cold_repro_native"]["log"])
-    _git("checkout", "--quiet", "--", ".", cwd=clone)
+    _git("reset", "--quiet", "--hard", cwd=clone)  # not `checkout -- .`: DVC staged the experiment's files
     for key in ("cold_repro", "noop_repro", "exp_run", "cold_repro_native"):
         del results[key]["log"], results[key]["stdout"]  # long; the timing lines are parsed above
     return results
