@@ -445,7 +445,8 @@ def set_param(clone: Path, dotted: str, value) -> None:
 def seeds_table(clone: Path, env: dict, seeds: range) -> dict:
     """The final model's test accuracy per seed: `dvc exp run --queue -S seed=...`, as the README says."""
     values = ",".join(map(str, seeds))
-    timed_dvc(["exp", "run", "--queue", "-S", f"seed={values}"], clone, env)
+    queued = timed_dvc(["exp", "run", "--queue", "-S", f"seed={values}"], clone, env)["log"]
+    names = set(re.findall(r"Queued experiment '([\w-]+)'", queued))  # not the lr experiment run before
     started = time.perf_counter()
     timed_dvc(["queue", "start", "-j", "1"], clone, env)
     while "Queued" in (status := timed_dvc(["queue", "status"], clone, env)["log"]) or "Running" in status:
@@ -453,6 +454,8 @@ def seeds_table(clone: Path, env: dict, seeds: range) -> dict:
     rows = json.loads(timed_dvc(["exp", "show", "--json"], clone, env)["stdout"])
     accuracy = {}
     for exp in next(r for r in rows if r["rev"] != "workspace").get("experiments") or []:
+        if exp["revs"][0].get("name") not in names:
+            continue
         data = exp["revs"][0]["data"]
         seed = data["params"]["params.yaml"]["data"]["seed"]
         metrics = data.get("metrics", {}).get("metrics/evaluate.json", {}).get("data")

@@ -153,6 +153,36 @@ def test_predict_agrees_with_evaluate_on_test_images(clone):
         assert probability == pytest.approx(expected[path][1], abs=2e-4), path
 
 
+def dark_textured_copy(photo: Path, target: Path) -> Path:
+    """The photo with its bright wall replaced by dark noise, at full resolution: not one of evaluate's shifts."""
+    import numpy as np
+    from PIL import Image
+
+    gray = np.asarray(Image.open(photo).convert("L"), dtype=np.float64)
+    threshold = gray.mean() + 0.5 * gray.std()  # the plain light wall is the brightest part of these photos
+    texture = np.random.default_rng(0).uniform(0, 60, size=gray.shape)
+    Image.fromarray(np.where(gray > threshold, texture, gray).astype(np.uint8)).save(target)
+    return target
+
+
+def test_predict_from_another_folder_flags_a_photo_on_a_dark_background(clone, tmp_path):
+    """The familiarity check, as a person meets it: a test photo is familiar, the same hand on dark noise is not."""
+    rows = (clone / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1:]
+    file, actual, predicted, _ = next(r.split(",") for r in rows if r.split(",")[1] == r.split(",")[2])
+    photo = clone / "data/raw" / file
+    dark = dark_textured_copy(photo, tmp_path / "dark.png")
+    # from a folder inside the clone: predict walks up to its dvc.yaml and takes that repository's model
+    done = run(
+        [sys.executable, "-m", "signdigits.predict", str(photo), str(dark), "--json"],
+        cwd=clone / "data/raw",
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr  # 3: every file answered, some unfamiliar
+    answers = {Path(a["file"]).name: a for a in json.loads(done.stdout)["images"]}
+    assert answers[photo.name]["familiar"] and str(answers[photo.name]["digit"]) == actual
+    assert not answers["dark.png"]["familiar"]
+
+
 def test_push_to_a_local_remote_then_a_new_clone_pulls_with_nothing_to_rerun(clone, tmp_path):
     run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote")], cwd=clone)
     run(["git", "commit", "--quiet", "-am", "Add a DVC remote"], cwd=clone)
