@@ -17,7 +17,7 @@ check-python:
 
 $(VENV)/.installed: pyproject.toml requirements/lock.txt $(TORCH_REQUIREMENTS) | check-python
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r $(TORCH_REQUIREMENTS)
+	$(BIN)/python -m pip install --quiet --no-deps -r $(TORCH_REQUIREMENTS)  # its own needs are in the lock
 	$(BIN)/python -m pip install --quiet -r requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip check
