@@ -48,7 +48,7 @@ lock: check-python
 	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
 	{ echo "# Exact versions of every package the quick start installs (torch: requirements/torch-cpu.txt)."; \
 	  echo "# Made by 'make lock' with $$(.lock-venv/bin/python --version) on $$(uname -sm); do not edit by hand."; \
-	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements/lock.txt
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(torch|pip)=='; } > requirements/lock.txt
 	rm -rf .lock-venv
 
 clean-venv:
