@@ -120,7 +120,7 @@ def test_every_plot_renders(clone):
 
 def test_the_experiment_table_leads_with_the_final_model_in_few_columns(clone):
     rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
-    metrics = rows[0]["revs"][0]["data"]["metrics"]
+    metrics = next(row for row in rows if row["rev"] == "workspace")["data"]["metrics"]
     assert list(metrics) == ["metrics/evaluate.json"]
     columns = list(pd.json_normalize(metrics["metrics/evaluate.json"]["data"]).columns)
     assert columns[0] == "final.test_accuracy"
