@@ -104,7 +104,7 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
     import torch
 
     from signdigits.core.data import decode_image
-    from signdigits.training.model import load_model
+    from signdigits.training.model import load_model, to_inputs
 
     model = load_model(model_file)
     if model.familiarity is None:
@@ -119,7 +119,7 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
             problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
     if not read:
         return [], problems, threshold
-    x = torch.from_numpy(np.stack(pixels).reshape(len(pixels), -1)).float() / 255.0
+    x = to_inputs(np.stack(pixels))
     with torch.inference_mode():
         best = model(x).softmax(dim=1).max(dim=1)
     scores = model.familiarity.scores(x)

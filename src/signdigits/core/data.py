@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from signdigits.core import paths
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import read_arrays, write_arrays
 from signdigits.core.params import PrepareParams, SplitParams
@@ -142,6 +143,15 @@ def select_digits(labels: np.ndarray, indices: np.ndarray, digits) -> tuple[np.n
     to_index = np.full(10, -1)
     to_index[digits] = np.arange(len(digits))
     return kept, to_index[labels[kept]]
+
+
+def load_train_val(classes=DIGITS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training pixels and class indices, then validation ones: what every training stage and the sweep read."""
+    prepared = load_prepared(paths.PREPARED)
+    split = load_split(paths.SPLIT, len(prepared.labels))
+    train, train_labels = select_digits(prepared.labels, split["train"], classes)
+    val, val_labels = select_digits(prepared.labels, split["val"], classes)
+    return prepared.pixels[train], train_labels, prepared.pixels[val], val_labels
 
 
 def split_indices(labels: np.ndarray, signers: np.ndarray, params: SplitParams) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import torch
 from signdigits.core import paths
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.reporting.metrics import roc_auc
-from signdigits.training.model import Classifier
+from signdigits.training.model import Classifier, to_inputs
 
 SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy")
 
@@ -97,10 +97,6 @@ class FamiliarityResult:
     examples: np.ndarray  # (1 + shifts, size, size): one test photo, clean then shifted, for the figure
 
 
-def _flattened(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(pixels.reshape(len(pixels), -1)).float() / 255.0
-
-
 def measure_familiarity(
     model: Classifier, pixels: np.ndarray, digits: np.ndarray, percentile: float
 ) -> FamiliarityResult:
@@ -113,7 +109,7 @@ def measure_familiarity(
     device = next(model.parameters()).device
 
     def measure(images: np.ndarray) -> tuple[np.ndarray, float]:
-        x = _flattened(images)
+        x = to_inputs(images)
         with torch.inference_mode():
             predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
         return check.scores(x), float((np.array(model.classes)[predicted] == digits).mean())

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
 from signdigits.core.params import Runtime, TrainParams
-from signdigits.training.model import MLP, Arch, Classifier, normalize_each_image
+from signdigits.training.model import MLP, Arch, Classifier, normalize_each_image, to_inputs
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Split:
 
     @classmethod
     def from_arrays(cls, pixels: np.ndarray, labels: np.ndarray, device: torch.device) -> Split:
-        x = torch.from_numpy(pixels.reshape(len(pixels), -1)).to(device=device, dtype=torch.float32) / 255.0
+        x = to_inputs(pixels).to(device)
         return cls(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 
     def __len__(self) -> int:

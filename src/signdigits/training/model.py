@@ -40,6 +40,11 @@ class Arch:
         return self.image_size * self.image_size
 
 
+def to_inputs(pixels) -> torch.Tensor:
+    """uint8 images (n, size, size), a numpy array, -> flattened float32 pixels in [0, 1]: what the network reads."""
+    return torch.from_numpy(pixels.reshape(len(pixels), -1)).to(torch.float32) / 255.0
+
+
 def normalize_each_image(pixels: torch.Tensor) -> torch.Tensor:
     """Every row (one flattened image) to zero mean and unit standard deviation."""
     mean = pixels.mean(dim=1, keepdim=True)

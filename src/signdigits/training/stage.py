@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from signdigits.core import paths
-from signdigits.core.data import load_prepared, load_split, select_digits
+from signdigits.core.data import load_train_val
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
@@ -31,14 +31,12 @@ class StageData:
 
 
 def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10))) -> StageData:
-    prepared = load_prepared(paths.PREPARED)
-    split = load_split(paths.SPLIT, len(prepared.labels))
-
-    def part(name: str) -> Split:
-        idx, class_index = select_digits(prepared.labels, split[name], classes)
-        return Split.from_arrays(prepared.pixels[idx], class_index, device)
-
-    return StageData(part("train"), part("val"), list(classes))
+    train_pixels, train_labels, val_pixels, val_labels = load_train_val(classes)
+    train, val = (
+        Split.from_arrays(train_pixels, train_labels, device),
+        Split.from_arrays(val_pixels, val_labels, device),
+    )
+    return StageData(train, val, list(classes))
 
 
 def train_stage(

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signdigits.core import paths
-from signdigits.core.data import DIGITS, load_prepared, load_split, select_digits
+from signdigits.core.data import DIGITS, load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
 from signdigits.core.params import Runtime, SweepParams, TrainParams
@@ -57,12 +56,8 @@ class SweepData:
 
 
 def load_sweep_data() -> SweepData:
-    """The same images and class indices as every training stage reads (`training.stage.load_stage_data`)."""
-    prepared = load_prepared(paths.PREPARED)
-    split = load_split(paths.SPLIT, len(prepared.labels))
-    train, train_labels = select_digits(prepared.labels, split["train"], DIGITS)
-    val, val_labels = select_digits(prepared.labels, split["val"], DIGITS)
-    return SweepData(prepared.pixels[train], train_labels, prepared.pixels[val], val_labels)
+    """The same images and class indices as every training stage reads (`core.data.load_train_val`)."""
+    return SweepData(*load_train_val(DIGITS))
 
 
 def train_config(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
