@@ -189,23 +189,31 @@ class RunsOnUnpickle:
 # --- git and DVC in subprocesses ------------------------------------------------------------------
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run with this venv's python and dvc first on PATH, as `make` does."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+def venv_env() -> dict[str, str]:
+    """This environment with the venv's python and dvc first on PATH, as `make` runs them."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
+
+
+def run(
+    args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command (git, dvc, python) as a person would from the venv; fail the test with its output if asked."""
+    done = subprocess.run(args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
 
 
+def git_identity(repo: Path) -> None:
+    """A committer for git and for `dvc exp run`, whatever the machine's global git config."""
+    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=repo)
+    run(["git", "config", "user.name", "signdigits tests"], cwd=repo)
+
+
 def git_clone(source: Path, target: Path) -> Path:
     run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
-    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=target)
-    run(["git", "config", "user.name", "signdigits tests"], cwd=target)
+    git_identity(target)
     return target
 
 
@@ -217,4 +225,5 @@ def experiments_of_head(cwd: Path) -> list[dict]:
 
 
 def stages_run(output: str) -> list[str]:
+    """The stages DVC ran (not skipped, not restored), in order."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]

@@ -1,13 +1,12 @@
 """Helpers of tests/test_remote.py: an S3 server on loopback, git/dvc subprocesses, the tiny pipeline repository.
 
-Self-contained on purpose (test_pipeline.py has its own `run`/`git_clone`/`stages_run`); the generic
-ones (`run`, `git_clone`, `stages_run`, `free_port`) could move to a shared tests/helpers.py.
+Running commands, cloning and reading DVC's output come from helpers.py; `run` here only changes the
+defaults: an environment without the AWS settings of whoever runs the tests, and a time limit.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import git_clone, venv_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,10 +36,8 @@ def free_port() -> int:
 
 def base_env() -> dict[str, str]:
     """This venv first on PATH, no AWS settings of the person running the tests, no instance-metadata lookups."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env = {key: value for key, value in venv_env().items() if not key.startswith("AWS_")}
     env.update(
-        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        DVC_NO_ANALYTICS="1",
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE=f"{NO_FILE}/config",
         AWS_SHARED_CREDENTIALS_FILE=f"{NO_FILE}/credentials",
@@ -51,33 +50,13 @@ def base_env() -> dict[str, str]:
 def run(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run a command (git, dvc, python) as a person would from the venv; fail the test with its output if asked."""
-    done = subprocess.run(args, cwd=cwd, env=env or base_env(), capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
-
-
-def git_identity(repo: Path) -> None:
-    """A committer for git and for `dvc exp run`, whatever the machine's global git config."""
-    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=repo)
-    run(["git", "config", "user.name", "signdigits tests"], cwd=repo)
+    """helpers.run, with base_env() and a time limit unless told otherwise."""
+    return helpers.run(args, cwd, check=check, env=env or base_env(), timeout=timeout)
 
 
 def git_commit(cwd: Path, message: str) -> None:
     run(["git", "add", "-A"], cwd=cwd)
     run(["git", "commit", "--quiet", "-m", message], cwd=cwd)
-
-
-def git_clone(source: Path, target: Path) -> Path:
-    run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
-    git_identity(target)
-    return target
-
-
-def stages_run(output: str) -> list[str]:
-    """The stages DVC ran (not skipped, not restored), in order."""
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
 def tracked_state(repo: Path) -> tuple[str, dict[str, bytes]]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import git_clone, git_identity, stages_run
 from helpers_remote import (
     BUCKET,
     REPO,
@@ -22,12 +23,9 @@ from helpers_remote import (
     add_remote,
     base_env,
     free_port,
-    git_clone,
     git_commit,
-    git_identity,
     make_tiny_pipeline_repo,
     run,
-    stages_run,
     tracked_state,
 )
 
