@@ -133,9 +133,9 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
 def note(percentile: float, threshold: float) -> str:
     return (
         f"UNFAMILIAR means the photo is farther from the training photos than {percentile:g}% of the "
-        f"validation photos (score above {threshold:.2f}): the model is mostly wrong on such photos, however "
-        "confident. Retake it like the training photos: a plain light background, the hand centred and filling "
-        "the frame."
+        f"validation photos (score above {threshold:.2f}): the model is often wrong on such photos, however "
+        "confident. Retake it like the training photos: a plain light background, normal exposure, in focus, "
+        "the hand centred and filling the frame."
     )
 
 

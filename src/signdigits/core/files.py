@@ -22,7 +22,7 @@ from signdigits.core.errors import PipelineError
 
 # Bumped whenever the layout of prepared data, split files or model files changes, so that
 # stale files from an older pipeline fail with a clear message instead of a confusing one.
-FORMAT_VERSION = 2  # 2: the final model file carries its familiarity check
+FORMAT_VERSION = 3  # 2: the final model file carries its familiarity check; 3: with photo statistics
 
 
 seconds_writing = 0.0  # spent in write_bytes_atomic by this process: the stage timing line reports it

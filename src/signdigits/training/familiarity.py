@@ -1,15 +1,20 @@
 """The familiarity check: how far a photo lies from the training photos, and where "too far" starts.
 
 The network answers every input with some digit, often confidently, even for photos unlike its
-training photos (another background, light or framing), and is then mostly wrong. Its softmax
-probability does not tell these apart; the distance of the image from the training images does.
-The score adds two distances from the principal components of the standardised training images
-(standardised as the network sees them), fitted on the training part only: the Mahalanobis
-distance inside the top components (an unusual mix of usual patterns: dark wall, turned hand) and
-the reconstruction error outside them (patterns the training photos never show: sensor noise;
-or too little of them, as in a blurred photo, hence its absolute value). Each is a log put on the
-training images' scale, so neither dominates. On shifted and re-backgrounded validation photos
-this sum beat either distance alone and their maximum (README, "Limits").
+training photos (another background, light, framing or focus), and is then mostly wrong. Its
+softmax probability does not tell these apart; the distance of the image from the training images
+does. The score adds three distances from the training part, each a log put on the training
+images' scale so that none dominates:
+- inside the top principal components of the standardised training images (standardised as the
+  network sees them): the Mahalanobis distance, an unusual mix of usual patterns (dark wall,
+  turned hand, small hand);
+- outside them: the reconstruction error, patterns the training photos never show (sensor noise),
+  or too little of them (a blurred photo), hence its absolute value;
+- the photo's brightness, contrast and sharpness (mean, log standard deviation, log gradient
+  energy of the raw pixels): their Mahalanobis distance. The network standardises every image, so
+  the first two cannot see exposure, and blur hides in them.
+On shifted and re-backgrounded validation photos this sum flagged every shift and the fewest right
+answers among the combinations tried (benchmarks/choose_familiarity.py).
 
 The threshold is a percentile of the validation photos' scores, kept with the check, so that
 changing the percentile never retrains anything: predict and evaluate apply it.
@@ -17,7 +22,8 @@ changing the percentile never retrains anything: predict and evaluate apply it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -35,8 +41,10 @@ class Familiarity:
     std: torch.Tensor  # (d,) per-pixel std, the same way
     components: torch.Tensor  # (k, d) principal axes of the standardised training images
     variances: torch.Tensor  # (k,) variance of the training images along each axis
-    log_mean: torch.Tensor  # (2,) mean of log Mahalanobis distance and log reconstruction error on training
-    log_std: torch.Tensor  # (2,) their standard deviations
+    photo_mean: torch.Tensor  # (3,) mean brightness, log contrast and log sharpness of the training photos
+    photo_precision: torch.Tensor  # (3, 3) the inverse of their covariance
+    log_mean: torch.Tensor  # (3,) mean of the three log distances on the training images
+    log_std: torch.Tensor  # (3,) their standard deviations
     val_scores: torch.Tensor  # (n_val,) scores of the validation images: where the threshold comes from
 
     def standardise(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -48,17 +56,20 @@ class Familiarity:
 
     @torch.inference_mode()
     def distances(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 2): log Mahalanobis distance inside the subspace, log RMS reconstruction error outside it."""
+        """(n, 3) logs: Mahalanobis distance inside the subspace, RMS reconstruction error outside it,
+        Mahalanobis distance of the photo statistics."""
         z = self.standardise(pixels.cpu())
         projected = z @ self.components.T
         mahalanobis = (projected.square() / self.variances).sum(dim=1).sqrt()
         reconstruction = (z - projected @ self.components).square().mean(dim=1).sqrt()
-        return torch.stack([mahalanobis, reconstruction], dim=1).clamp_min(1e-12).log()
+        photo = photo_statistics(pixels.cpu()) - self.photo_mean
+        photo_distance = ((photo @ self.photo_precision) * photo).sum(dim=1).sqrt()
+        return torch.stack([mahalanobis, reconstruction, photo_distance], dim=1).clamp_min(1e-12).log()
 
     def scores(self, pixels: torch.Tensor) -> np.ndarray:
         """One number per image (flattened, in [0, 1]): higher is farther from the training photos."""
-        mahalanobis, reconstruction = ((self.distances(pixels) - self.log_mean) / self.log_std).unbind(dim=1)
-        return (mahalanobis + reconstruction.abs()).numpy()
+        mahalanobis, reconstruction, photo = ((self.distances(pixels) - self.log_mean) / self.log_std).unbind(dim=1)
+        return (mahalanobis + reconstruction.abs() + photo).numpy()
 
     def threshold(self, percentile: float) -> float:
         """Scores above this are unfamiliar: `percentile` percent of the validation photos lie at or below it."""
@@ -72,6 +83,8 @@ class Familiarity:
             "std": self.std,
             "components": self.components,
             "variances": self.variances,
+            "photo_mean": self.photo_mean,
+            "photo_precision": self.photo_precision,
             "log_mean": self.log_mean,
             "log_std": self.log_std,
             "val_scores": self.val_scores,
@@ -79,11 +92,11 @@ class Familiarity:
 
     @classmethod
     def from_payload(cls, payload: dict) -> Familiarity:
-        tensors = ("mean", "std", "components", "variances", "log_mean", "log_std", "val_scores")
+        tensors = [field.name for field in fields(cls)[1:]]
         check = cls(bool(payload["normalize_images"]), *(payload[name].to(torch.float64) for name in tensors))
         k, d = check.components.shape
-        shapes = (check.mean.shape, check.std.shape, check.variances.shape, check.log_mean.shape, check.log_std.shape)
-        if shapes != ((d,), (d,), (k,), (2,), (2,)) or check.val_scores.ndim != 1:
+        shapes = [getattr(check, name).shape for name in tensors if name not in ("components", "val_scores")]
+        if shapes != [(d,), (d,), (k,), (3,), (3, 3), (3,), (3,)] or check.val_scores.ndim != 1:
             raise ValueError(f"familiarity check of inconsistent shapes ({k} axes of {d} pixels)")
         return check
 
@@ -109,10 +122,25 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     _, singular, axes = torch.linalg.svd(z, full_matrices=False)
     variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
     signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
-    unscaled = {"log_mean": torch.zeros(2, dtype=torch.float64), "log_std": torch.ones(2, dtype=torch.float64)}
     axes = axes[:components] * signs[:, None]
-    check = Familiarity(normalize_images, mean, std, axes, variances, **unscaled, val_scores=torch.empty(0))
-    train_distances = check.distances(train_x)  # puts both distances on the training images' scale
+    photo = photo_statistics(train_x.detach().cpu())
+    photo_precision = torch.linalg.pinv(photo.T.cov())  # pinv: a statistic constant in training is left out
+    unscaled = {"log_mean": torch.zeros(3, dtype=torch.float64), "log_std": torch.ones(3, dtype=torch.float64)}
+    check = Familiarity(
+        normalize_images, mean, std, axes, variances, photo.mean(dim=0), photo_precision, **unscaled,
+        val_scores=torch.empty(0),
+    )  # fmt: skip
+    train_distances = check.distances(train_x)  # puts the three distances on the training images' scale
     check.log_mean, check.log_std = train_distances.mean(dim=0), train_distances.std(dim=0).clamp_min(1e-6)
     check.val_scores = torch.from_numpy(check.scores(val_x))
     return check
+
+
+def photo_statistics(pixels: torch.Tensor) -> torch.Tensor:
+    """(n, 3): brightness (mean), log contrast (standard deviation) and log sharpness (RMS difference
+    of neighbouring pixels) of square images, flattened, in [0, 1]."""
+    x = pixels.to(torch.float64)
+    side = math.isqrt(x.shape[1])
+    images = x.reshape(len(x), side, side)
+    gradient = images.diff(dim=1).square().mean(dim=(1, 2)) + images.diff(dim=2).square().mean(dim=(1, 2))
+    return torch.stack([x.mean(dim=1), x.std(dim=1).clamp_min(1e-3).log(), gradient.sqrt().clamp_min(1e-4).log()], 1)

@@ -1,0 +1,177 @@
+"""Choose how the familiarity check combines its distances, on validation photos, never the test part.
+
+Why: the first check scored only what the network sees (each image standardised), so it could not
+see exposure, and blur hid in it: evaluate's under-exposed and blurred test photos were flagged less
+often than the clean ones. This measures candidate scores on shifted copies of the validation photos.
+
+Proxies: evaluate's seven shifts (reporting/familiarity.py) applied to the validation photos, and
+thirteen other transforms a camera or another collection could produce (milder exposure and blur,
+other backgrounds, framing, compression), so that the choice does not fit evaluate's seven alone.
+
+For each candidate, with the threshold the pipeline uses (familiarity.percentile of the validation
+scores): the share of each proxy flagged; of the final model's wrong answers on all proxies, the
+share flagged (caught); of its right answers, the share flagged (the cost: a person told not to
+trust a right answer).
+
+Choice: among candidates that flag at least MIN_FLAGGED of each of evaluate's seven shifts, the one
+that flags the fewest right answers.
+
+Run from the repository root after `dvc repro train_best` (it reads the arrays and the final model:
+its network's answers and its check; about 10 s):
+
+    PYTHONPATH=src python benchmarks/choose_familiarity.py
+
+It prints the table and writes it to benchmarks/familiarity_search.json.
+"""
+
+from signdigits.core.kernels import pin_cpu_kernels
+
+pin_cpu_kernels("portable")  # before torch is imported: the kernels the pipeline's results are made with
+
+import io  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
+
+from signdigits.core import paths  # noqa: E402
+from signdigits.core.data import load_train_val  # noqa: E402
+from signdigits.core.params import load_params  # noqa: E402
+from signdigits.reporting.familiarity import SHIFTS, shifted  # noqa: E402
+from signdigits.training.familiarity import photo_statistics  # noqa: E402
+from signdigits.training.model import load_model, to_inputs  # noqa: E402
+
+MIN_FLAGGED = 0.9
+OUT = Path("benchmarks/familiarity_search.json")
+
+
+def _each(pixels: np.ndarray, transform: Callable[[Image.Image], Image.Image]) -> np.ndarray:
+    return np.stack([np.asarray(transform(Image.fromarray(p))) for p in pixels])
+
+
+def _on_wall(pixels: np.ndarray, wall_pixels: np.ndarray) -> np.ndarray:
+    """The wall (pixels brighter than the image's mean) replaced."""
+    return np.where(pixels > pixels.mean(axis=(1, 2), keepdims=True), wall_pixels, pixels)
+
+
+def _rescaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """The photo at `scale` of its size, centred on its median border colour (scale < 1), or cropped (> 1)."""
+    size = pixels.shape[1]
+    inner = round(size * scale)
+    out = np.empty_like(pixels)
+    for i, p in enumerate(pixels):
+        if scale > 1:
+            crop = round(size * (1 - 1 / scale) / 2)
+            zoomed = Image.fromarray(p[crop:-crop, crop:-crop]).resize((size, size), Image.Resampling.LANCZOS)
+            out[i] = np.asarray(zoomed)
+            continue
+        wall = int(np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])))
+        canvas = Image.new("L", (size, size), wall)
+        canvas.paste(Image.fromarray(p).resize((inner, inner), Image.Resampling.LANCZOS), ((size - inner) // 2,) * 2)
+        out[i] = np.asarray(canvas)
+    return out
+
+
+def _jpeg(image: Image.Image) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=10)
+    return Image.open(buffer)
+
+
+def other_proxies(pixels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Thirteen transforms beside evaluate's seven, as float images on 0-255."""
+    x = pixels.astype(np.float64)
+    texture = _each(rng.integers(0, 256, pixels.shape, dtype=np.uint8), lambda i: i.filter(ImageFilter.GaussianBlur(1)))
+    return {
+        "brighter_gamma_0.5": 255 * (x / 255) ** 0.5,
+        "dimmer_0.55": x * 0.55,
+        "brighter_1.6": x * 1.6,
+        "low_contrast_0.4": 128 + (x - 128) * 0.4,
+        "blur_radius_1.2": _each(pixels, lambda i: i.filter(ImageFilter.GaussianBlur(1.2))),
+        "noise_sd_20": x + rng.normal(0, 20, x.shape),
+        "rotated_180": np.rot90(pixels, 2, axes=(1, 2)),
+        "scale_0.7": _rescaled(pixels, 0.7),
+        "zoom_1.5": _rescaled(pixels, 1.5),
+        "off_centre_6px": np.roll(pixels, (6, 6), axis=(1, 2)),
+        "textured_wall": _on_wall(x, texture),
+        "grey_wall": _on_wall(x, 128.0),
+        "jpeg_quality_10": _each(pixels, _jpeg),
+    }
+
+
+def candidate_scores(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each candidate from the terms: z-scored logs of the three distances, and each photo statistic's z."""
+    pca, reconstruction, photo = terms["mahalanobis"], np.abs(terms["reconstruction"]), terms["photo_distance"]
+    statistics = np.abs(terms["photo_statistics"])  # (n, 3)
+    network_input = pca + reconstruction
+    return {
+        "network input only (before)": network_input,
+        "+ photo distance (as built)": network_input + photo,
+        "+ photo distance, not logged": network_input + terms["photo_distance_unlogged"],
+        "+ sum of photo |z|": network_input + statistics.sum(axis=1),
+        "+ largest photo |z|": network_input + statistics.max(axis=1),
+        "largest of all terms": np.maximum.reduce([pca, reconstruction, *statistics.T]),
+    }
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    train, _, val, val_labels = load_train_val()
+    model = load_model(paths.model_path(paths.FINAL_MODEL))
+    check = model.familiarity  # fitted by train_best on the same training part
+    train_statistics = photo_statistics(to_inputs(train)).numpy()
+    mean, std = train_statistics.mean(axis=0), train_statistics.std(axis=0)
+
+    def terms(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        x = to_inputs(pixels)
+        z = ((check.distances(x) - check.log_mean) / check.log_std).numpy()
+        return {
+            "mahalanobis": z[:, 0],
+            "reconstruction": z[:, 1],
+            "photo_distance": z[:, 2],
+            "photo_distance_unlogged": np.exp(check.distances(x)[:, 2].numpy()),
+            "photo_statistics": (photo_statistics(x).numpy() - mean) / std,
+        }
+
+    def right(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(to_inputs(pixels)).argmax(dim=1).numpy() == val_labels
+
+    proxies = {name: shifted(name, val) for name in SHIFTS}
+    proxies |= {
+        name: np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        for name, images in other_proxies(val, np.random.default_rng(0)).items()
+    }
+    clean = candidate_scores(terms(val))
+    assert np.allclose(clean["+ photo distance (as built)"], check.val_scores.numpy()), "the check's score changed"
+    shifted_scores = {name: candidate_scores(terms(images)) for name, images in proxies.items()}
+    answers_right = {name: right(images) for name, images in proxies.items()}
+    rows = []
+    for candidate, clean_scores in clean.items():
+        threshold = np.percentile(clean_scores, params.familiarity.percentile)
+        flagged = {name: scores[candidate] > threshold for name, scores in shifted_scores.items()}
+        all_flagged, all_right = np.concatenate(list(flagged.values())), np.concatenate(list(answers_right.values()))
+        rows.append({
+            "candidate": candidate,
+            "min_flagged_of_evaluate_shifts": round(min(float(flagged[name].mean()) for name in SHIFTS), 4),
+            "wrong_answers_flagged": round(float(all_flagged[~all_right].mean()), 4),
+            "right_answers_flagged": round(float(all_flagged[all_right].mean()), 4),
+            "flagged": {name: round(float(f.mean()), 4) for name, f in flagged.items()},
+        })  # fmt: skip
+    eligible = [row for row in rows if row["min_flagged_of_evaluate_shifts"] >= MIN_FLAGGED]
+    chosen = min(eligible, key=lambda row: row["right_answers_flagged"])["candidate"] if eligible else None
+    accuracy = {name: round(float(r.mean()), 4) for name, r in answers_right.items()}
+    print(f"{'candidate':30s} {'min of 7':>8s} {'wrong flagged':>13s} {'right flagged':>13s}")
+    for row in rows:
+        print(f"{row['candidate']:30s} {row['min_flagged_of_evaluate_shifts']:8.3f} "
+              f"{row['wrong_answers_flagged']:13.3f} {row['right_answers_flagged']:13.3f}")  # fmt: skip
+    print(f"chosen: {chosen} (at least {MIN_FLAGGED:.0%} of each of evaluate's shifts, fewest right answers flagged)")
+    table = {"chosen": chosen, "final_model_accuracy": accuracy, "candidates": rows}
+    OUT.write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
