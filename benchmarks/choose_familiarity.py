@@ -40,7 +40,7 @@ from PIL import Image, ImageFilter  # noqa: E402
 from signdigits.core import paths  # noqa: E402
 from signdigits.core.data import load_train_val  # noqa: E402
 from signdigits.core.params import load_params  # noqa: E402
-from signdigits.reporting.familiarity import SHIFTS, shifted  # noqa: E402
+from signdigits.reporting.familiarity import SHIFTS, shifted, smaller_in_frame  # noqa: E402
 from signdigits.training.familiarity import photo_statistics  # noqa: E402
 from signdigits.training.model import load_model, to_inputs  # noqa: E402
 
@@ -57,22 +57,11 @@ def _on_wall(pixels: np.ndarray, wall_pixels: np.ndarray) -> np.ndarray:
     return np.where(pixels > pixels.mean(axis=(1, 2), keepdims=True), wall_pixels, pixels)
 
 
-def _rescaled(pixels: np.ndarray, scale: float) -> np.ndarray:
-    """The photo at `scale` of its size, centred on its median border colour (scale < 1), or cropped (> 1)."""
+def _zoomed(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """The camera closer: the centre 1 / scale of the photo, at full size."""
     size = pixels.shape[1]
-    inner = round(size * scale)
-    out = np.empty_like(pixels)
-    for i, p in enumerate(pixels):
-        if scale > 1:
-            crop = round(size * (1 - 1 / scale) / 2)
-            zoomed = Image.fromarray(p[crop:-crop, crop:-crop]).resize((size, size), Image.Resampling.LANCZOS)
-            out[i] = np.asarray(zoomed)
-            continue
-        wall = int(np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])))
-        canvas = Image.new("L", (size, size), wall)
-        canvas.paste(Image.fromarray(p).resize((inner, inner), Image.Resampling.LANCZOS), ((size - inner) // 2,) * 2)
-        out[i] = np.asarray(canvas)
-    return out
+    crop = round(size * (1 - 1 / scale) / 2)
+    return _each(pixels[:, crop:-crop, crop:-crop], lambda i: i.resize((size, size), Image.Resampling.LANCZOS))
 
 
 def _jpeg(image: Image.Image) -> Image.Image:
@@ -93,8 +82,8 @@ def other_proxies(pixels: np.ndarray, rng: np.random.Generator) -> dict[str, np.
         "blur_radius_1.2": _each(pixels, lambda i: i.filter(ImageFilter.GaussianBlur(1.2))),
         "noise_sd_20": x + rng.normal(0, 20, x.shape),
         "rotated_180": np.rot90(pixels, 2, axes=(1, 2)),
-        "scale_0.7": _rescaled(pixels, 0.7),
-        "zoom_1.5": _rescaled(pixels, 1.5),
+        "scale_0.7": smaller_in_frame(pixels, 0.7),
+        "zoom_1.5": _zoomed(pixels, 1.5),
         "off_centre_6px": np.roll(pixels, (6, 6), axis=(1, 2)),
         "textured_wall": _on_wall(x, texture),
         "grey_wall": _on_wall(x, 128.0),

@@ -50,15 +50,20 @@ def _blurred(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _small_hand(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The camera twice as far: the photo at half size, centred on its own wall colour."""
+    return smaller_in_frame(pixels, 0.5)
+
+
+def smaller_in_frame(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 images (n, size, size) at `scale` (< 1) of their size, centred on their median border colour."""
     from PIL import Image
 
     size = pixels.shape[1]
-    half = size // 2
+    inner = round(size * scale)
     out = np.empty_like(pixels)
     for i, p in enumerate(pixels):
         border = np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])
         canvas = Image.new("L", (size, size), int(np.median(border)))
-        canvas.paste(Image.fromarray(p).resize((half, half), Image.Resampling.LANCZOS), ((size - half) // 2,) * 2)
+        canvas.paste(Image.fromarray(p).resize((inner, inner), Image.Resampling.LANCZOS), ((size - inner) // 2,) * 2)
         out[i] = np.asarray(canvas)
     return out
 
