@@ -40,7 +40,7 @@ from PIL import Image, ImageFilter  # noqa: E402
 from signdigits.core import paths  # noqa: E402
 from signdigits.core.data import load_train_val  # noqa: E402
 from signdigits.core.params import load_params  # noqa: E402
-from signdigits.reporting.familiarity import SHIFTS, shifted, smaller_in_frame  # noqa: E402
+from signdigits.reporting.familiarity import SHIFTS, on_wall, shifted, smaller_in_frame  # noqa: E402
 from signdigits.training.familiarity import photo_statistics  # noqa: E402
 from signdigits.training.model import load_model, to_inputs  # noqa: E402
 
@@ -50,11 +50,6 @@ OUT = Path("benchmarks/familiarity_search.json")
 
 def _each(pixels: np.ndarray, transform: Callable[[Image.Image], Image.Image]) -> np.ndarray:
     return np.stack([np.asarray(transform(Image.fromarray(p))) for p in pixels])
-
-
-def _on_wall(pixels: np.ndarray, wall_pixels: np.ndarray) -> np.ndarray:
-    """The wall (pixels brighter than the image's mean) replaced."""
-    return np.where(pixels > pixels.mean(axis=(1, 2), keepdims=True), wall_pixels, pixels)
 
 
 def _zoomed(pixels: np.ndarray, scale: float) -> np.ndarray:
@@ -85,8 +80,8 @@ def other_proxies(pixels: np.ndarray, rng: np.random.Generator) -> dict[str, np.
         "scale_0.7": smaller_in_frame(pixels, 0.7),
         "zoom_1.5": _zoomed(pixels, 1.5),
         "off_centre_6px": np.roll(pixels, (6, 6), axis=(1, 2)),
-        "textured_wall": _on_wall(x, texture),
-        "grey_wall": _on_wall(x, 128.0),
+        "textured_wall": on_wall(x, texture),
+        "grey_wall": on_wall(x, 128.0),
         "jpeg_quality_10": _each(pixels, _jpeg),
     }
 
@@ -116,12 +111,13 @@ def main() -> None:
 
     def terms(pixels: np.ndarray) -> dict[str, np.ndarray]:
         x = to_inputs(pixels)
-        z = ((check.distances(x) - check.log_mean) / check.log_std).numpy()
+        distances = check.distances(x)
+        z = ((distances - check.log_mean) / check.log_std).numpy()
         return {
             "mahalanobis": z[:, 0],
             "reconstruction": z[:, 1],
             "photo_distance": z[:, 2],
-            "photo_distance_unlogged": np.exp(check.distances(x)[:, 2].numpy()),
+            "photo_distance_unlogged": distances[:, 2].exp().numpy(),
             "photo_statistics": (photo_statistics(x).numpy() - mean) / std,
         }
 

@@ -21,15 +21,11 @@ from signdigits.core.params import Runtime, TrainParams
 from signdigits.reporting.familiarity import SHIFT_COLUMNS, SHIFTS, measure_familiarity, shifted, write_shifts_csv
 from signdigits.reporting.report import familiarity_section
 from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_statistics
-from signdigits.training.model import MLP, Arch, Classifier, load_model, save_model
+from signdigits.training.model import MLP, Arch, Classifier, load_model, save_model, to_inputs
 from signdigits.training.stage import train_stage
 
 TINY_TRAINING = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
 CHECK_TENSORS = ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std")
-
-
-def flat(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(pixels.reshape(len(pixels), -1)).float() / 255.0
 
 
 def train_tiny() -> Classifier:
@@ -66,7 +62,7 @@ def test_threshold_is_the_percentile_of_validation_scores():
 def test_exposure_and_blur_raise_the_score_though_the_network_cannot_see_exposure(tiny_layout):
     """The network standardises each image, so its view of a photo at half the light is unchanged;
     the photo statistics (brightness, contrast, sharpness) see it, and see blur."""
-    x = flat(tiny_layout.pixels)
+    x = to_inputs(tiny_layout.pixels)
     check = fit_familiarity(x[:60], x[60:90], normalize_images=True, components=5)
     photos = x[90:]
     dim = photos * 0.5
@@ -127,10 +123,10 @@ def photo_repo(tiny_layout, one_thread, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     photos = tmp_path / "photos"
     photos.mkdir()
-    train_scores = model.familiarity.scores(flat(tiny_layout.pixels[:60]))
+    train_scores = model.familiarity.scores(to_inputs(tiny_layout.pixels[:60]))
     familiar = tiny_layout.pixels[int(np.argmin(train_scores))]
     odd = (255 - tiny_layout.pixels[:60].mean(axis=0)).astype(np.uint8)  # the training photos' negative
-    assert model.familiarity.scores(flat(odd[None]))[0] > model.familiarity.threshold(90.0)
+    assert model.familiarity.scores(to_inputs(odd[None]))[0] > model.familiarity.threshold(90.0)
     Image.fromarray(familiar).save(photos / "a_familiar.png")
     Image.fromarray(odd).save(photos / "b_negative.png")
     (photos / "notes.txt").write_text("not an image, and not picked up from a folder")
@@ -206,7 +202,7 @@ def real_check(real_prepared):
     arch = Arch(image_size=size, hidden=(8,), n_classes=10, dropout=0.0, normalize_images=True)
     torch.manual_seed(0)
     model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(size * size), torch.ones(size * size))]).eval()
-    x = flat(prepared.pixels)
+    x = to_inputs(prepared.pixels)
     model.familiarity = fit_familiarity(x[train], x[val], normalize_images=True, components=60)
     return model, prepared.pixels[test], prepared.labels[test]
 

@@ -32,7 +32,6 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import MODES, pin_cpu_kernels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-DEFAULT_PERCENTILE = 97.5  # as FamiliarityParams, for a model outside any repository
 EXIT_OK, EXIT_UNREADABLE, EXIT_ERROR, EXIT_UNFAMILIAR = 0, 1, 2, 3
 
 
@@ -73,13 +72,13 @@ def find_model() -> Path:
 
 
 def percentile_for(model_file: Path) -> float:
-    """familiarity.percentile of the params.yaml of the repository the model file lies in."""
-    from signdigits.core.params import load_params
+    """familiarity.percentile of the params.yaml of the repository the model file lies in, else its default."""
+    from signdigits.core.params import FamiliarityParams, load_params
 
     for folder in model_file.resolve().parents:
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
             return load_params(folder / "params.yaml").familiarity.percentile
-    return DEFAULT_PERCENTILE
+    return FamiliarityParams().percentile
 
 
 def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:

@@ -25,9 +25,13 @@ SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy")
 
 
 def _dark_background(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The light wall darkened to a quarter: pixels brighter than the image's mean count as wall."""
-    wall = pixels > pixels.mean(axis=(1, 2), keepdims=True)
-    return np.where(wall, pixels * 0.25, pixels)
+    """The light wall darkened to a quarter."""
+    return on_wall(pixels, pixels * 0.25)
+
+
+def on_wall(pixels: np.ndarray, wall_pixels) -> np.ndarray:
+    """Images (n, size, size) with the wall replaced: pixels brighter than their image's mean count as wall."""
+    return np.where(pixels > pixels.mean(axis=(1, 2), keepdims=True), wall_pixels, pixels)
 
 
 def _underexposed(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

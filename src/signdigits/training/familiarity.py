@@ -58,11 +58,12 @@ class Familiarity:
     def distances(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3) logs: Mahalanobis distance inside the subspace, RMS reconstruction error outside it,
         Mahalanobis distance of the photo statistics."""
-        z = self.standardise(pixels.cpu())
+        pixels = pixels.cpu().to(torch.float64)
+        z = self.standardise(pixels)
         projected = z @ self.components.T
         mahalanobis = (projected.square() / self.variances).sum(dim=1).sqrt()
         reconstruction = (z - projected @ self.components).square().mean(dim=1).sqrt()
-        photo = photo_statistics(pixels.cpu()) - self.photo_mean
+        photo = photo_statistics(pixels) - self.photo_mean
         photo_distance = ((photo @ self.photo_precision) * photo).sum(dim=1).sqrt()
         return torch.stack([mahalanobis, reconstruction, photo_distance], dim=1).clamp_min(1e-12).log()
 
@@ -113,9 +114,8 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
             f"params.yaml: familiarity.components = {components} is not allowed: "
             f"must be below {min(n, d)} (the training images' {n} and pixels' {d})"
         )
-    x = train_x.detach().cpu().to(torch.float64)
-    if normalize_images:
-        x = normalize_each_image(x)
+    pixels = train_x.detach().cpu().to(torch.float64)
+    x = normalize_each_image(pixels) if normalize_images else pixels
     mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)
     z = (x - mean) / std
     # z has zero mean per pixel; its principal axes are the right singular vectors.
@@ -123,7 +123,7 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
     signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
     axes = axes[:components] * signs[:, None]
-    photo = photo_statistics(train_x.detach().cpu())
+    photo = photo_statistics(pixels)
     photo_precision = torch.linalg.pinv(photo.T.cov())  # pinv: a statistic constant in training is left out
     unscaled = {"log_mean": torch.zeros(3, dtype=torch.float64), "log_std": torch.ones(3, dtype=torch.float64)}
     check = Familiarity(
