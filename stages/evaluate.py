@@ -5,10 +5,10 @@ It reads only what the other stages wrote (arrays, models, their JSON and CSV), 
 
 from signdigits.core import paths
 from signdigits.core.cli import run_stage
-from signdigits.core.files import read_csv, read_json, write_json, write_text_atomic
 
 
 def main(params):
+    from signdigits.core.files import read_csv, read_json, write_json, write_text_atomic
     from signdigits.reporting import figures
     from signdigits.reporting.evaluation import evaluate_models, summary, write_tables
     from signdigits.reporting.familiarity import measure_familiarity, write_shifts_csv

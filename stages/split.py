@@ -2,11 +2,12 @@
 
 from signdigits.core import paths
 from signdigits.core.cli import run_stage
-from signdigits.core.data import load_prepared, split_indices, split_metrics, write_split
-from signdigits.core.files import write_json
 
 
 def main(params):
+    from signdigits.core.data import load_prepared, split_indices, split_metrics, write_split
+    from signdigits.core.files import write_json
+
     prepared = load_prepared(paths.PREPARED)
     parts = split_indices(prepared.labels, prepared.signers, params.split)
     metrics = split_metrics(prepared, parts, params.split)

@@ -2,11 +2,11 @@
 
 from signdigits.core import paths
 from signdigits.core.cli import run_stage
-from signdigits.core.files import write_json, write_text_atomic
-from signdigits.core.params import require_batch_fits
 
 
 def main(params):
+    from signdigits.core.files import write_json, write_text_atomic
+    from signdigits.core.params import require_batch_fits
     from signdigits.training.stage import settings
     from signdigits.training.sweep import load_sweep_data, pick_winner, results_csv, run_sweep
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from signdigits.core.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, cpu_has_avx2
+from signdigits.core.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, PORTABLE_OPENBLAS, cpu_has_avx2
 
 
 def unpinned_capability() -> str:
@@ -54,4 +54,37 @@ def test_torch_imported_before_the_pin_is_refused():
     if not cpu_has_avx2():
         pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
     assert "runs torch with DEFAULT kernels" in out
-    assert "before torch is imported" in out
+    assert "before torch and numpy are imported" in out
+
+
+def test_numpy_imported_before_the_pin_is_refused():
+    """numpy's OpenBLAS picks its kernels when numpy loads: other kernels give the familiarity fit other bits."""
+    code = (
+        "import numpy\n"
+        "from signdigits.core.kernels import pin_cpu_kernels, openblas_architecture\n"
+        "from signdigits.core.errors import PipelineError\n"
+        "print(openblas_architecture())\n"
+        "try:\n    pin_cpu_kernels('portable')\nexcept PipelineError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}  # AVX kernels: run on any CPU with AVX2
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    if not cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
+    if out.splitlines()[0] == "None":
+        pytest.skip("this numpy uses another BLAS than OpenBLAS")
+    assert "runs numpy with OpenBLAS Sandybridge kernels" in out
+    assert "before torch and numpy are imported" in out
+
+
+def test_a_pinned_process_runs_numpys_openblas_on_the_portable_kernels():
+    code = (
+        "from signdigits.core.kernels import pin_cpu_kernels, openblas_architecture\n"
+        "pin_cpu_kernels('portable')\n"
+        "import numpy\n"
+        "print(openblas_architecture())\n"
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}  # overridden by the pin
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    if not cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
+    assert out.strip() in (PORTABLE_OPENBLAS, "None")

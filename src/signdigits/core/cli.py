@@ -38,17 +38,18 @@ def run_command(body: Callable[[], int | None]) -> int:
 def run_stage(main: Callable[..., object]) -> None:
     """Exit with run_command's code for main(params), params.yaml validated and the CPU kernels pinned first.
 
-    Stage scripts import torch only inside main, so the kernel pin is in place before torch loads.
+    Stage scripts import torch and numpy only inside main, so the kernel pin is in place before they load.
     """
 
     def body():
-        from signdigits.core import files
         from signdigits.core.kernels import pin_cpu_kernels
         from signdigits.core.params import load_params
 
         started = time.perf_counter()
         params = load_params()
         pin_cpu_kernels(params.runtime.cpu_kernels)
+        from signdigits.core import files  # numpy, after the pin
+
         code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(

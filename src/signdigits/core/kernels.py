@@ -8,9 +8,13 @@ ones. `portable` pins both, so every x86-64 CPU with AVX2 computes the same bits
 - MKL to its `COMPATIBLE` branch (`MKL_CBWR`), the one Intel documents as giving the same
   results on Intel and AMD processors. Its `AVX2` branch is faster but is documented for Intel
   processors only, and on AMD it gives other bits than MKL's default (measured; see README).
+- numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`): the familiarity fit's SVD runs
+  there, because MKL's LAPACK gave other bits on an Intel AVX-512 machine than on an AMD one even
+  under `COMPATIBLE`. OpenBLAS picks Haswell kernels on AMD Zen too (measured: the same bits), and
+  SkylakeX kernels, with other bits, on AVX-512 Intel unless pinned.
 
-The variables take effect only if set before torch is imported, so this module never imports
-torch itself until asked what torch uses, and refuses to pin after the fact.
+The variables take effect only if set before torch and numpy are imported, so this module imports
+neither until asked what they use, and refuses to pin after the fact.
 """
 
 from __future__ import annotations
@@ -21,8 +25,14 @@ import sys
 from signdigits.core.errors import PipelineError
 
 MODES = ("portable", "native")
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
 PORTABLE_CAPABILITY = "AVX2"  # what torch reports when the pin took effect on a CPU with AVX2
+PORTABLE_OPENBLAS = "Haswell"  # what numpy's OpenBLAS reports then (threadpoolctl)
 
 
 def pin_cpu_kernels(mode: str) -> None:
@@ -34,7 +44,7 @@ def pin_cpu_kernels(mode: str) -> None:
             os.environ.pop(name, None)
     else:
         os.environ.update(PORTABLE_ENV)
-    if "torch" in sys.modules:
+    if "torch" in sys.modules or "numpy" in sys.modules:
         check_cpu_kernels(mode)
 
 
@@ -48,19 +58,34 @@ def cpu_has_avx2() -> bool:
 
 
 def check_cpu_kernels(mode: str) -> None:
-    """Fail when this process's torch runs other kernels than `mode` asks for (it was imported too early)."""
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
+    """Fail when this process's torch or numpy runs other kernels than `mode` asks for (imported too early)."""
     if mode != "portable" or not cpu_has_avx2():
         return
     pinned = all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
-    if capability != PORTABLE_CAPABILITY or not pinned:
-        raise PipelineError(
-            f"this process runs torch with {capability} kernels and MKL_CBWR={os.environ.get('MKL_CBWR')}, "
-            f"but runtime.cpu_kernels is portable ({describe_env(PORTABLE_ENV)}): it must be set before torch "
-            "is imported; start the process with those variables in its environment"
-        )
+    if "torch" in sys.modules:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability != PORTABLE_CAPABILITY or not pinned:
+            _refuse(f"torch with {capability} kernels and MKL_CBWR={os.environ.get('MKL_CBWR')}")
+    if "numpy" in sys.modules:
+        architecture = openblas_architecture()
+        if architecture not in (None, PORTABLE_OPENBLAS):
+            _refuse(f"numpy with OpenBLAS {architecture} kernels")
+
+
+def openblas_architecture() -> str | None:
+    """The kernels numpy's OpenBLAS chose (Haswell, SkylakeX, Zen, ...); None where numpy uses another BLAS."""
+    from threadpoolctl import threadpool_info
+
+    return next((pool.get("architecture") for pool in threadpool_info() if pool["internal_api"] == "openblas"), None)
+
+
+def _refuse(what: str) -> None:
+    raise PipelineError(
+        f"this process runs {what}, but runtime.cpu_kernels is portable ({describe_env(PORTABLE_ENV)}): "
+        "it must be set before torch and numpy are imported; start the process with those variables in its environment"
+    )
 
 
 def describe_env(env: dict[str, str]) -> str:

@@ -119,12 +119,14 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)
     z = (x - mean) / std
     # z has zero mean per pixel; its principal axes are the right singular vectors.
-    _, singular, axes = torch.linalg.svd(z, full_matrices=False)
+    singular, axes = _portable_linalg(lambda: np.linalg.svd(z.numpy(), full_matrices=False)[1:])
+    singular, axes = torch.from_numpy(singular), torch.from_numpy(axes)
     variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
     signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
     axes = axes[:components] * signs[:, None]
     photo = photo_statistics(pixels)
-    photo_precision = torch.linalg.pinv(photo.T.cov())  # pinv: a statistic constant in training is left out
+    # pinv: a statistic constant in training is left out
+    photo_precision = torch.from_numpy(_portable_linalg(lambda: np.linalg.pinv(np.cov(photo.numpy().T))))
     unscaled = {"log_mean": torch.zeros(3, dtype=torch.float64), "log_std": torch.ones(3, dtype=torch.float64)}
     check = Familiarity(
         normalize_images, mean, std, axes, variances, photo.mean(dim=0), photo_precision, **unscaled,
@@ -134,6 +136,18 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     check.log_mean, check.log_std = train_distances.mean(dim=0), train_distances.std(dim=0).clamp_min(1e-6)
     check.val_scores = torch.from_numpy(check.scores(val_x))
     return check
+
+
+def _portable_linalg(compute):
+    """compute() with numpy's LAPACK on one thread: the same bits on any CPU under the portable pin.
+
+    torch's LAPACK (MKL) gave other bits on Intel AVX-512 than on AMD even with MKL_CBWR=COMPATIBLE;
+    OpenBLAS pinned to its Haswell kernels (core/kernels.py) on one thread gives the same bits on both.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return compute()
 
 
 def photo_statistics(pixels: torch.Tensor) -> torch.Tensor:
