@@ -14,7 +14,8 @@ from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity
-from signdigits.training.model import describe, save_model
+from signdigits.training.model import describe
+from signdigits.training.model_file import save_model
 
 log = logging.getLogger(__name__)
 
