@@ -38,7 +38,7 @@ CHECK_TENSORS = ("mean", "std", "components", "variances", "photo_mean", "photo_
 
 def train_tiny() -> Classifier:
     """train_best's training and check on tiny_layout's images (the cwd), as the stage does it."""
-    train_stage("train_best", "", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
+    train_stage("train_best", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
     return load_model(paths.model_path("train_best"))
 
 
