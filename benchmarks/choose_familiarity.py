@@ -4,7 +4,7 @@ Why: the first check scored only what the network sees (each image standardised)
 see exposure, and blur hid in it: evaluate's under-exposed and blurred test photos were flagged less
 often than the clean ones. This measures candidate scores on shifted copies of the validation photos.
 
-Proxies: evaluate's seven shifts (reporting/familiarity.py) applied to the validation photos, and
+Proxies: evaluate's seven shifts (reporting/familiarity_shifts.py) applied to the validation photos, and
 thirteen other transforms a camera or another collection could produce (milder exposure and blur,
 other backgrounds, framing, compression), so that the choice does not fit evaluate's seven alone.
 
@@ -40,9 +40,10 @@ from PIL import Image, ImageFilter  # noqa: E402
 from signdigits.core import paths  # noqa: E402
 from signdigits.core.data import load_train_val  # noqa: E402
 from signdigits.core.params import load_params  # noqa: E402
-from signdigits.reporting.familiarity import SHIFTS, on_wall, shifted, smaller_in_frame  # noqa: E402
+from signdigits.reporting.familiarity_shifts import SHIFTS, on_wall, shifted, smaller_in_frame  # noqa: E402
 from signdigits.training.familiarity import photo_statistics  # noqa: E402
-from signdigits.training.model import load_model, to_inputs  # noqa: E402
+from signdigits.training.inputs import to_inputs  # noqa: E402
+from signdigits.training.model_file import load_model  # noqa: E402
 
 MIN_FLAGGED = 0.9
 OUT = Path("benchmarks/familiarity_search.json")

@@ -11,7 +11,7 @@ def main(params):
     from signdigits.core.files import read_csv, read_json, write_json, write_text_atomic
     from signdigits.reporting import figures
     from signdigits.reporting.evaluation import evaluate_models, summary, write_tables
-    from signdigits.reporting.familiarity import measure_familiarity, write_shifts_csv
+    from signdigits.reporting.familiarity_shifts import measure_familiarity, write_shifts_csv
     from signdigits.reporting.report import build_report, familiarity_section
     from signdigits.training.engine import setup_runtime
 

@@ -6,7 +6,7 @@ from signdigits.core.cli import run_stage
 def main(params):
     from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
-    train_stage("train_base", "train_base.", params.train_base, params.runtime)
+    train_stage("train_base", params.train_base, params.runtime)
 
 
 if __name__ == "__main__":

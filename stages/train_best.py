@@ -7,7 +7,7 @@ from signdigits.core.cli import run_stage
 def main(params):
     from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
-    train_stage("train_best", "", params.final, params.runtime, familiarity_components=params.familiarity.components)
+    train_stage("train_best", params.final, params.runtime, familiarity_components=params.familiarity.components)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ def main(params):
     from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
     digits = params.train_binary.digits
-    train_stage("train_binary", "train_binary.", params.train_binary.model, params.runtime, classes=digits)
+    train_stage("train_binary", params.train_binary.model, params.runtime, classes=digits)
 
 
 if __name__ == "__main__":

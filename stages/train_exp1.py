@@ -6,7 +6,7 @@ from signdigits.core.cli import run_stage
 def main(params):
     from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
-    train_stage("train_exp1", "train_exp1.", params.train_exp1, params.runtime)
+    train_stage("train_exp1", params.train_exp1, params.runtime)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import torch
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Augment, Runtime, TrainParams
 from signdigits.training.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
-from signdigits.training.model import Classifier, model_bytes
+from signdigits.training.model import Classifier
+from signdigits.training.model_file import model_bytes
 
 SIZE = 8
 CPU = torch.device("cpu")

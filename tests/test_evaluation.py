@@ -18,7 +18,7 @@ from signdigits.reporting.evaluation import bootstrap_accuracy, classification_s
 from signdigits.reporting.metrics import per_class_scores, roc_auc
 from signdigits.review import mcnemar, paired_test
 from signdigits.training.engine import Split, train
-from signdigits.training.model import save_model
+from signdigits.training.model_file import save_model
 
 binomtest = pytest.importorskip("scipy.stats").binomtest
 

@@ -284,7 +284,8 @@ def model_file(tmp_path_factory):
     import torch
 
     from signdigits.training.familiarity import fit_familiarity
-    from signdigits.training.model import MLP, Arch, Classifier, save_model
+    from signdigits.training.model import MLP, Arch, Classifier
+    from signdigits.training.model_file import save_model
 
     torch.manual_seed(0)
     arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)

@@ -18,10 +18,18 @@ from helpers import ROOT, stage_env
 from signdigits import predict
 from signdigits.core import paths
 from signdigits.core.params import Runtime, TrainParams
-from signdigits.reporting.familiarity import SHIFT_COLUMNS, SHIFTS, measure_familiarity, shifted, write_shifts_csv
+from signdigits.reporting.familiarity_shifts import (
+    SHIFT_COLUMNS,
+    SHIFTS,
+    measure_familiarity,
+    shifted,
+    write_shifts_csv,
+)
 from signdigits.reporting.report import familiarity_section
 from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_statistics
-from signdigits.training.model import MLP, Arch, Classifier, load_model, save_model, to_inputs
+from signdigits.training.inputs import to_inputs
+from signdigits.training.model import MLP, Arch, Classifier
+from signdigits.training.model_file import load_model, save_model
 from signdigits.training.stage import train_stage
 
 TINY_TRAINING = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
@@ -30,7 +38,7 @@ CHECK_TENSORS = ("mean", "std", "components", "variances", "photo_mean", "photo_
 
 def train_tiny() -> Classifier:
     """train_best's training and check on tiny_layout's images (the cwd), as the stage does it."""
-    train_stage("train_best", "", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
+    train_stage("train_best", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
     return load_model(paths.model_path("train_best"))
 
 

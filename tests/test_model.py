@@ -14,7 +14,8 @@ from helpers import RunsOnUnpickle
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION
-from signdigits.training.model import MLP, Arch, Classifier, describe, load_model, model_bytes, save_model
+from signdigits.training.model import MLP, Arch, Classifier, describe
+from signdigits.training.model_file import load_model, model_bytes, save_model
 
 SIZE = 8
 

@@ -103,7 +103,8 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
     import torch
 
     from signdigits.core.data import decode_image
-    from signdigits.training.model import load_model, to_inputs
+    from signdigits.training.inputs import to_inputs
+    from signdigits.training.model_file import load_model
 
     model = load_model(model_file)
     if model.familiarity is None:

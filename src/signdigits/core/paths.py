@@ -16,9 +16,11 @@ PER_CLASS = PLOTS / "evaluate" / "per_class.csv"
 FAMILIARITY_SHIFTS = PLOTS / "evaluate" / "familiarity_shifts.csv"
 REPORT = METRICS / "report.md"
 
-TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")
+TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")  # what evaluate scores, in this order
+BASE_MODEL = "train_base"  # the study's reference
+EXPERIMENT_MODEL = "train_exp1"  # the study's experiment 1, whose network the sweep (experiment 2) trains
 FINAL_MODEL = "train_best"
-REPORTED_CURVES = ("train_base", "train_exp1", "train_best")  # the study's figures 1-3
+REPORTED_CURVES = (BASE_MODEL, EXPERIMENT_MODEL, FINAL_MODEL)  # the study's figures 1-3
 
 
 def model_path(name: str) -> Path:

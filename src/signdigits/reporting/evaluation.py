@@ -18,7 +18,8 @@ from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.core.params import EvaluateParams
 from signdigits.reporting.metrics import confusion_matrix, per_class_scores, roc_auc
 from signdigits.training.engine import Split, evaluate
-from signdigits.training.model import Classifier, describe, load_model
+from signdigits.training.model import Classifier, describe
+from signdigits.training.model_file import load_model
 
 PREDICTION_COLUMNS = ("file", "actual", "predicted", "probability")
 SCORE_COLUMNS = (

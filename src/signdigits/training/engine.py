@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
 from signdigits.core.params import Runtime, TrainParams
-from signdigits.training.model import MLP, Arch, Classifier, normalize_each_image, to_inputs
+from signdigits.training.inputs import normalize_each_image, to_inputs
+from signdigits.training.model import MLP, Arch, Classifier
 
 log = logging.getLogger(__name__)
 

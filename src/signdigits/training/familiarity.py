@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from signdigits.core.errors import PipelineError
-from signdigits.training.model import normalize_each_image
+from signdigits.training.inputs import normalize_each_image
 
 
 @dataclass

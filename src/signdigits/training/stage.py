@@ -14,7 +14,8 @@ from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity
-from signdigits.training.model import describe, save_model
+from signdigits.training.model import describe
+from signdigits.training.model_file import save_model
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range
 
 def train_stage(
     name: str,
-    key: str,
     cfg: TrainParams,
     runtime: Runtime,
     classes: tuple[int, ...] = tuple(range(10)),
@@ -50,12 +50,12 @@ def train_stage(
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
-    from here and never from params.yaml. `key` is where cfg lives in params.yaml (for error messages). With
-    familiarity_components, the model file also carries a familiarity check fitted on the same training images.
+    from here and never from params.yaml. With familiarity_components, the model file also carries a
+    familiarity check fitted on the same training images.
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
-    require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
+    require_batch_fits(f"{params_prefix(name)}batch_size", cfg.batch_size, len(data.train))
     started = time.perf_counter()
     result = train(cfg, data.train, data.val, data.classes, name)
     log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
@@ -78,6 +78,11 @@ def train_stage(
     write_json(paths.metrics_path(name), metrics)
     write_text_atomic(paths.history_path(name), csv_text(result.history, HISTORY_COLUMNS))
     return metrics
+
+
+def params_prefix(name: str) -> str:
+    """Where a stage's settings live in params.yaml: the final model's at the top level, others under their name."""
+    return "" if name == paths.FINAL_MODEL else f"{name}."
 
 
 def settings(cfg: TrainParams) -> dict:

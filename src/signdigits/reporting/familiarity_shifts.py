@@ -19,7 +19,8 @@ import torch
 from signdigits.core import paths
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.reporting.metrics import roc_auc
-from signdigits.training.model import Classifier, to_inputs
+from signdigits.training.inputs import to_inputs
+from signdigits.training.model import Classifier
 
 SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy")
 
