@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from signdigits.core.errors import PipelineError
+from signdigits.core.limits import usable_cores
 from signdigits.core.params import Augment, Runtime, TrainParams
 from signdigits.training.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
 from signdigits.training.model import Classifier
@@ -230,14 +231,31 @@ def test_balanced_training_runs_and_counts_the_cycled_epoch():
 # --- divergence ---------------------------------------------------------------------------------
 
 
-def test_non_finite_loss_fails_with_the_epoch_and_a_lower_lr():
+def test_non_finite_loss_fails_with_the_epoch_and_the_configured_lr():
+    """The configured lr and weight_decay, not the scheduler's current lr (onecycle warms up from lr/25)."""
     data = make_split(32, seed=0)
-    cfg = config(optimizer="sgd", lr=1e6, momentum=0.9, epochs=20)
+    cfg = config(optimizer="sgd", lr=1e6, momentum=0.9, weight_decay=0.05, epochs=20, scheduler="onecycle")
     with pytest.raises(PipelineError, match=r"diverged in epoch \d+") as failure:
         train(cfg, data, data, list(range(4)), name="train_best")
     message = str(failure.value)
     assert "lower the learning rate" in message
-    assert "train_best" in message and "1e+06" in message
+    assert "train_best" in message and "lr = 1e+06, weight_decay = 0.05" in message
+    assert "4e+04" not in message  # the warm-up lr, 1e6 / 25
+
+
+def test_threads_above_the_cores_only_warn(caplog):
+    cores = usable_cores()
+    if cores >= 256:
+        pytest.skip("runtime.threads allows at most 256, not above this machine's cores")
+    with caplog.at_level("WARNING"):
+        setup_runtime(Runtime(device="cpu", threads=cores + 1))
+    assert torch.get_num_threads() == cores + 1  # kept: the bits depend on the thread count
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"runtime.threads = {cores + 1} is more than the {cores} CPU cores" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        setup_runtime(Runtime(device="cpu", threads=cores))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 # --- augmentation -------------------------------------------------------------------------------

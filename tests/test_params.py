@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -11,11 +13,17 @@ import yaml
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import (
+    EVERY_KEY,
+    STAGE_PARAMS,
+    Grid,
     Params,
+    SweepParams,
     TrainParams,
     load_params,
     parse_params,
     require_batch_fits,
+    require_components_fit,
+    stage_requirements,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +65,7 @@ def test_real_params_yaml_loads():
     assert params.prepare.image_size == 28 and params.prepare.on_bad_image == "fail"
 
 
-def test_missing_sections_take_defaults():
+def test_parse_params_fills_what_is_not_required_with_defaults():
     params = parse_params({})
     assert params.prepare.image_size == 28
     assert params.split.strategy == "signer"
@@ -82,7 +90,7 @@ def test_both_number_spellings_give_the_same_float(text_e, text_dot, get, expect
     assert "'1e-4'" in repr(yaml.safe_load(text_e))  # the premise: PyYAML keeps it a string
     (tmp_path / "e.yaml").write_text(text_e)
     (tmp_path / "dot.yaml").write_text(text_dot)
-    a, b = load_params(tmp_path / "e.yaml"), load_params(tmp_path / "dot.yaml")
+    a, b = load_params(tmp_path / "e.yaml", require=()), load_params(tmp_path / "dot.yaml", require=())
     assert a == b
     assert get(a) == expected
     values = get(a) if isinstance(get(a), tuple) else (get(a),)
@@ -159,6 +167,17 @@ ERRORS = {
     "empty grid batch_size": ({"exp2.batch_size": []}, ["exp2.batch_size = []", "at least 1 value"]),
     "empty grid epochs": ({"exp2.epochs": []}, ["exp2.epochs = []", "at least 1 value"]),
     "empty grid optimizer": ({"exp2.optimizer": []}, ["exp2.optimizer = []", "at least 1 value"]),
+    # integers beyond what torch and numpy take
+    "final seed 2**63": ({"seed": 2**63}, [f"seed = {2**63}", "must be < 2**63"]),
+    "huge seed": ({"train_base.seed": 99999999999999999999999}, ["train_base.seed = 9999", "must be < 2**63"]),
+    "split seed": ({"split.seed": 2**64}, ["split.seed", "must be < 2**63"]),
+    "evaluate seed": ({"evaluate.seed": 2**63}, ["evaluate.seed", "must be < 2**63"]),
+    "sweep seed": ({"exp2.seed": 2**63}, ["exp2.seed", "must be < 2**63"]),
+    "binary seed": ({"train_binary.seed": 2**70}, ["train_binary.seed", "must be < 2**63"]),
+    "hidden width": ({"hidden": [10**7]}, ["hidden = [10000000]", "must be <= 1000000"]),
+    "patience": ({"patience": 10**30}, ["patience = 1000000000000000000000000000000", "must be <= 10000"]),
+    "step_size": ({"step_size": 10**6}, ["step_size = 1000000", "must be <= 10000"]),
+    "float beyond any float": ({"lr": 10**400}, ["lr = ", "must be a number"]),
 }
 
 
@@ -226,3 +245,149 @@ def test_require_batch_fits():
     message = str(info.value)
     assert "train_base.batch_size = 33" in message
     assert "larger than the 32 training images" in message
+
+
+def test_seed_just_below_2_63_is_accepted():
+    assert parse_params(with_changes({"seed": 2**63 - 1})).final.seed == 2**63 - 1
+
+
+# --- the file read strictly (issue 19) ------------------------------------------------------------
+
+
+def load_text(tmp_path, text: str, require=()) -> Params:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return load_params(path, require=require)
+
+
+def refusal(tmp_path, text: str, require=()) -> str:
+    with pytest.raises(PipelineError) as info:
+        load_text(tmp_path, text, require)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 500
+    return message
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_refused(tmp_path, text):
+    assert "params.yaml: the file is empty" in refusal(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("lr: 0.1\nseed: 0\nlr: 0.2\n", "params.yaml: lr is written twice (lines 1 and 3); keep one"),
+        ("train_base:\n  lr: 0.1\n  lr: 0.2\n", "params.yaml: train_base.lr is written twice (lines 2 and 3)"),
+        ("augment:\n  shift: 0.1\naugment:\n  rotate: 2\n", "params.yaml: augment is written twice (lines 1 and 3)"),
+    ],
+)
+def test_a_key_written_twice_is_refused(tmp_path, text, expected):
+    assert expected in refusal(tmp_path, text)
+
+
+def test_the_committed_file_with_one_key_written_twice_is_refused(tmp_path):
+    text = (ROOT / "params.yaml").read_text() + "\nweight_decay: 0.5\n"
+    assert "params.yaml: weight_decay is written twice" in refusal(tmp_path, text, require=EVERY_KEY)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("hidden: &width [64]\ntrain_base:\n  hidden: *width\n", "params.yaml: hidden = &width is not allowed"),
+        ("lr: 0.1\ntrain_base: {lr: *x}\n", "params.yaml: train_base.lr = *x is not allowed"),
+        ("exp2:\n  lr: [0.1, &a 0.2]\n", "params.yaml: exp2.lr[1] = &a is not allowed"),
+        ("&top {lr: 0.1}\n", "params.yaml: the top level = &top is not allowed"),
+    ],
+)
+def test_anchors_and_aliases_are_refused(tmp_path, text, expected):
+    message = refusal(tmp_path, text)
+    assert expected in message and "YAML anchors and aliases are refused" in message
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine levels of ten aliases: 10**9 items if expanded; refused at the first anchor, with a short message."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    message = refusal(tmp_path, "\n".join(levels) + "\nhidden: *a9\n")
+    assert message.startswith("params.yaml: a0 = &a0 is not allowed")
+
+
+def test_long_values_and_keys_are_shortened(tmp_path):
+    word = "x" * 100_000
+    for text in (f"optimizer: {word}\n", f"{word}: 1\n", f"hidden: [{', '.join(['1'] * 50_000)}, wide]\n"):
+        message = refusal(tmp_path, text)
+        assert len(message) < 500, message[:600]
+    many = refusal(tmp_path, f"exp2:\n  lr: [{', '.join(['0.1'] * 50_000)}, -1]\n")
+    assert many.startswith("params.yaml: exp2.lr = [0.1, 0.1,") and "must be > 0" in many
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    assert "not valid YAML" in refusal(tmp_path, "hidden: " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+
+# --- required keys: what each consumer reads must be written ------------------------------------
+
+
+def test_stage_requirements_are_the_params_dvc_yaml_lists():
+    """Each stage requires exactly what DVC requires of it, and nothing it does not read."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {name: tuple(stage.get("params", ())) for name, stage in stages.items()} == STAGE_PARAMS
+    assert stage_requirements("train_base") == ("runtime", "train_base")
+    assert stage_requirements("my_script") == EVERY_KEY
+
+
+@pytest.mark.parametrize("stage", STAGE_PARAMS)
+def test_each_required_key_missing_is_refused(tmp_path, stage):
+    for key in STAGE_PARAMS[stage]:
+        raw = copy.deepcopy(REAL)
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        del node[last]
+        with pytest.raises(PipelineError) as info:
+            load_text(tmp_path, yaml.safe_dump(raw), require=STAGE_PARAMS[stage])
+        assert str(info.value).startswith(f"params.yaml: {key} is missing; it is read here and has no built-in default")
+
+
+def test_a_stage_needs_only_what_it_reads(tmp_path):
+    """prepare reads only its section; predict only familiarity.percentile (a partial params.yaml elsewhere)."""
+    assert load_text(tmp_path, "prepare:\n  image_size: 16\n", require=STAGE_PARAMS["prepare"]).prepare.image_size == 16
+    partial = load_text(tmp_path, "familiarity:\n  percentile: 99\n", require=["familiarity.percentile"])
+    assert partial.familiarity.percentile == 99.0
+    with pytest.raises(PipelineError, match=r"^params.yaml: familiarity.percentile is missing"):
+        load_text(tmp_path, "familiarity:\n  components: 10\n", require=["familiarity.percentile"])
+
+
+def test_load_params_requires_every_key_by_default(tmp_path):
+    with pytest.raises(PipelineError, match=r"^params.yaml: runtime is missing"):
+        load_text(tmp_path, "prepare:\n  image_size: 16\n", require=EVERY_KEY)
+    path = tmp_path / "whole.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in REAL.items() if k != "review"}))
+    with pytest.raises(PipelineError, match=r"^params.yaml: review is missing"):
+        load_params(path)
+
+
+def test_require_components_fit():
+    require_components_fit(59, 60, 784)
+    with pytest.raises(PipelineError, match=r"familiarity.components = 60 is not allowed: must be below 60"):
+        require_components_fit(60, 60, 784)
+
+
+# --- the lazy grid -------------------------------------------------------------------------------
+
+
+def test_grid_builds_each_configuration_on_access_in_the_old_order():
+    sweep = SweepParams(lr=(0.1, 0.2), batch_size=(32, 64, 16, 32), epochs=(10, 20, 5), optimizer=("adam", "sgd"))
+    grid = sweep.grid()
+    listed = [
+        dataclasses.replace(sweep.model, lr=lr, batch_size=bs, epochs=ep, optimizer=opt)
+        for lr, bs, ep, opt in itertools.product(sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
+    ]
+    assert len(grid) == len(listed) == 48
+    assert list(grid) == listed and grid[-1] == listed[-1] and grid[5] == listed[5]
+    with pytest.raises(IndexError):
+        grid[48]
+    # the costliest first, ties (20/64 = 10/32, and repeated batch sizes) in grid order, as a stable sort gives
+    assert list(grid.longest_first()) == sorted(range(48), key=lambda i: -listed[i].epochs / listed[i].batch_size)
+    assert math.isclose(grid.total_cost(), sum(Grid.cost(cfg) for cfg in listed))

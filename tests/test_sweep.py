@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import itertools
+import re
 
 import pytest
 import torch
@@ -113,3 +114,16 @@ def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
     sweep = SweepParams(lr=(0.01, 10.0), batch_size=(8,), epochs=(3,), optimizer=("sgd",), jobs=1, model=model)
     with pytest.raises(PipelineError, match=r"^sweep run 1 \(lr 10 batch 8 epochs 3 sgd\) failed: .*diverged"):
         run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
+
+
+def test_the_log_gives_the_runs_and_after_the_first_an_estimate_of_the_total(tiny_layout, caplog):
+    model = TrainParams(hidden=(16,), seed=0)
+    sweep = SweepParams(lr=(0.01, 0.02), batch_size=(16,), epochs=(1, 2), optimizer=("adam",), jobs=1, model=model)
+    with caplog.at_level("INFO", logger="signdigits.training.sweep"):
+        rows = run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
+    assert [r["run"] for r in rows] == [0, 1, 2, 3]
+    messages = [r.getMessage() for r in caplog.records if r.name == "signdigits.training.sweep"]
+    assert messages[0] == "sweep: 4 runs in this process, 1 thread(s)"
+    assert messages[1].startswith("sweep 1/4: run 1 lr 0.01 batch 16 epochs 2 adam")  # the longest first
+    assert re.fullmatch(r"sweep: 4 runs; about \d+s in all, judged from the first run", messages[2])
+    assert len([m for m in messages if "judged from the first run" in m]) == 1

@@ -77,7 +77,7 @@ def percentile_for(model_file: Path) -> float:
 
     for folder in model_file.resolve().parents:
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
-            return load_params(folder / "params.yaml").familiarity.percentile
+            return load_params(folder / "params.yaml", require=["familiarity.percentile"]).familiarity.percentile
     return FamiliarityParams().percentile
 
 

@@ -91,7 +91,7 @@ def mcnemar(correct_old, correct_new) -> dict:
 
 def build_review(base: str) -> tuple[str, bool]:
     """The Markdown, and whether the change passes (final accuracy drop within review.max_drop)."""
-    max_drop = load_params().review.max_drop
+    max_drop = load_params(require=["review.max_drop"]).review.max_drop
     evaluation_file = paths.metrics_path("evaluate")
     predictions_file = paths.predictions_path(paths.FINAL_MODEL)
     new_accuracy = _final_accuracy(read_json(evaluation_file))

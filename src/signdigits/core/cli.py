@@ -43,10 +43,10 @@ def run_stage(main: Callable[..., object]) -> None:
 
     def body():
         from signdigits.core.kernels import pin_cpu_kernels
-        from signdigits.core.params import load_params
+        from signdigits.core.params import load_params, stage_requirements
 
         started = time.perf_counter()
-        params = load_params()
+        params = load_params(require=stage_requirements(Path(sys.argv[0]).stem))
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 

@@ -2,14 +2,21 @@
 
 Every stage calls `load_params()` first, so a typo, a wrong type or an out-of-range value anywhere
 in params.yaml (or set with `dvc exp run -S`) fails before any data is read, with a message that
-names the key, the value and what is allowed.
+names the key, the value and what is allowed. The file is read strictly (`read_yaml`): no duplicate
+keys, no anchors or aliases, not empty; and every key a consumer reads must be written in it
+(`require`): as in DVC, whose stages require every key dvc.yaml lists, nothing falls back to a
+built-in default. Inside a section a stage reads whole (train_base, exp2, ...) the keys not written
+take the defaults below, as the comments of params.yaml describe.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import reprlib
 import typing
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,9 @@ CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 SWEEP_BACKENDS = ("processes", "dask")
+SEED_LIMIT = 2**63  # torch and numpy take any seed in 0 <= seed < 2**63
+MAX_WIDTH = 1_000_000  # a hidden layer's width; what fits in memory is checked before training (core.limits)
+SHOWN_CHARS = 200  # the longest value or key a message prints
 
 
 def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, min_len=None):
@@ -54,7 +64,7 @@ class SplitParams:
     train: float = _opt(0.70, gt=0.0, lt=1.0)
     val: float = _opt(0.15, gt=0.0, lt=1.0)
     test: float = _opt(0.15, gt=0.0, lt=1.0)
-    seed: int = _opt(0, ge=0)
+    seed: int = _opt(0, ge=0, lt=SEED_LIMIT)
 
     def __post_init__(self):
         total = self.train + self.val + self.test
@@ -81,7 +91,7 @@ class Augment:
 class TrainParams:
     """Everything that defines one training run of a fully-connected network."""
 
-    hidden: tuple[int, ...] = _opt((128,), ge=1)
+    hidden: tuple[int, ...] = _opt((128,), ge=1, le=MAX_WIDTH)
     dropout: float = _opt(0.0, ge=0.0, lt=1.0)
     optimizer: str = _opt("adam", choices=OPTIMIZERS)
     lr: float = _opt(0.001, gt=0.0, le=10.0)
@@ -90,15 +100,15 @@ class TrainParams:
     batch_size: int = _opt(32, ge=1)
     epochs: int = _opt(10, ge=1, le=10_000)
     scheduler: str = _opt("none", choices=SCHEDULERS)
-    step_size: int = _opt(10, ge=1)
+    step_size: int = _opt(10, ge=1, le=10_000)
     gamma: float = _opt(0.1, gt=0.0, le=1.0)
-    patience: int = _opt(0, ge=0)
+    patience: int = _opt(0, ge=0, le=10_000)
     label_smoothing: float = _opt(0.0, ge=0.0, lt=1.0)
     normalize_images: bool = False
     augment: Augment = field(default_factory=Augment)
     ensemble: int = _opt(1, ge=1, le=64)
     balanced: bool = False
-    seed: int = _opt(0, ge=0)
+    seed: int = _opt(0, ge=0, lt=SEED_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -127,21 +137,69 @@ class SweepParams:
     backend: str = _opt("processes", choices=SWEEP_BACKENDS)
     model: TrainParams = field(default_factory=TrainParams)
 
-    def grid(self) -> list[TrainParams]:
+    def grid(self) -> Grid:
         """Every combination, in the fixed order lr, batch_size, epochs, optimizer (ties go to the first)."""
-        return [
-            dataclasses.replace(self.model, lr=lr, batch_size=bs, epochs=ep, optimizer=opt)
-            for lr in self.lr
-            for bs in self.batch_size
-            for ep in self.epochs
-            for opt in self.optimizer
-        ]
+        return Grid(self)
+
+
+class Grid(Sequence):
+    """The sweep's configurations, each built when it is asked for: a grid of millions costs no memory."""
+
+    def __init__(self, sweep: SweepParams):
+        self.sweep = sweep
+        self.axes = (sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
+
+    def __len__(self) -> int:
+        return math.prod(len(axis) for axis in self.axes)
+
+    def __getitem__(self, index: int) -> TrainParams:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"grid index {index} out of range for {len(self)} runs")
+        index %= len(self)
+        picks = []
+        for axis in reversed(self.axes):  # the last list varies fastest
+            index, i = divmod(index, len(axis))
+            picks.append(axis[i])
+        optimizer, epochs, batch_size, lr = picks
+        return dataclasses.replace(self.sweep.model, lr=lr, batch_size=batch_size, epochs=epochs, optimizer=optimizer)
+
+    @staticmethod
+    def cost(cfg: TrainParams) -> float:
+        """A run's relative time: its epochs times its batches per epoch."""
+        return cfg.epochs / cfg.batch_size
+
+    def total_cost(self) -> float:
+        return (
+            len(self.sweep.lr)
+            * len(self.sweep.optimizer)
+            * sum(self.sweep.epochs)
+            * sum(1 / b for b in self.sweep.batch_size)
+        )
+
+    def longest_first(self) -> Iterator[int]:
+        """Every index, by decreasing cost, ties in grid order: what sorting all of them would give, lazily.
+
+        The cost depends only on batch size and epochs, so only their pairs are sorted.
+        """
+        n_lr, n_batch, n_epochs, n_opt = map(len, self.axes)
+        batch_sizes, epochs = self.axes[1], self.axes[2]
+
+        def pair_cost(pair):
+            return -epochs[pair[1]] / batch_sizes[pair[0]]
+
+        pairs = sorted(itertools.product(range(n_batch), range(n_epochs)), key=pair_cost)  # stable: ties stay in order
+        for _, tied in itertools.groupby(pairs, key=pair_cost):
+            tied = list(tied)
+            for i_lr in range(n_lr):
+                for i_batch, i_epochs in tied:
+                    first = ((i_lr * n_batch + i_batch) * n_epochs + i_epochs) * n_opt
+                    yield from range(first, first + n_opt)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     bootstrap: int = _opt(1000, ge=10, le=100_000)
-    seed: int = _opt(0, ge=0)
+    seed: int = _opt(0, ge=0, lt=SEED_LIMIT)
     max_misclassified: int = _opt(40, ge=1, le=400)
 
 
@@ -181,15 +239,140 @@ class Params:
 _MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams}
 
 
-def load_params(path: str | Path = paths.PARAMS) -> Params:
+# What each consumer reads: a section read whole, a top-level key, or a dotted key inside a section.
+# A stage's entry is its `params:` list in dvc.yaml (tests/test_params.py checks that they agree).
+FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))
+STAGE_PARAMS = {
+    "prepare": ("prepare",),
+    "split": ("split",),
+    "train_binary": ("runtime", "train_binary"),
+    "train_base": ("runtime", "train_base"),
+    "train_exp1": ("runtime", "train_exp1"),
+    "sweep_exp2": ("runtime", "exp2"),
+    "train_best": ("runtime", *FINAL_KEYS, "familiarity.components"),
+    "evaluate": ("runtime", "evaluate", "familiarity.percentile"),
+}
+EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
+
+
+def load_params(path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_KEY) -> Params:
+    """params.yaml read strictly, with the keys in `require` written in it (by default all of them).
+
+    Keys not required may be missing (predict and review read one key each, maybe from a partial file);
+    they then hold the defaults above, which no consumer that did not require them reads.
+    """
+    raw = read_yaml(path)
+    require_keys(raw, require)
+    return parse_params(raw)
+
+
+def stage_requirements(script: str) -> tuple[str, ...]:
+    """What a stage script (stages/<name>.py) reads; every key for a script not in the pipeline."""
+    return STAGE_PARAMS.get(script, EVERY_KEY)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses anchors and aliases as it meets them, before any is expanded.
+
+    Nothing in params.yaml needs them, and an alias bomb (aliases of aliases) would cost gigabytes.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.key_path: list[str] = []
+
+    def compose_node(self, parent, index):
+        part = index.value if isinstance(index, yaml.ScalarNode) else f"[{index}]" if isinstance(index, int) else None
+        if part is not None:
+            self.key_path.append(str(part))
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            written = f"*{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"&{event.anchor}"
+            raise PipelineError(
+                f"params.yaml: {_dotted(self.key_path) or 'the top level'} = {_short(written)} is not allowed: "
+                f"YAML anchors and aliases are refused (line {event.start_mark.line + 1}); write the value out"
+            )
+        node = super().compose_node(parent, index)
+        if part is not None:
+            self.key_path.pop()
+        return node
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in params.yaml; refuses a missing or empty file, bad YAML, anchors and duplicate keys."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; run the stage from the repository root")
+    loader = _StrictLoader(path.read_bytes())
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicates(node, [])
+        raw = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise PipelineError(f"{path}: not valid YAML ({e})") from None
-    return parse_params(raw)
+        raise PipelineError(f"{path}: not valid YAML ({_short(str(e).replace(chr(10), ' '))})") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: not valid YAML (nested too deeply)") from None
+    finally:
+        loader.dispose()
+    if raw is None:
+        raise PipelineError(f"{path}: the file is empty; it must hold every key the stages read (dvc.yaml)")
+    if not isinstance(raw, dict):
+        raise PipelineError("params.yaml: the top level must be a mapping of keys to values")
+    return raw
+
+
+def _refuse_duplicates(node: yaml.Node, key_path: list[str]) -> None:
+    """A key written twice in one mapping: PyYAML would keep the last one silently."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, [*key_path, f"[{i}]"])
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict = {}
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if name in lines:
+                raise PipelineError(
+                    f"params.yaml: {_short(_dotted([*key_path, name]))} is written twice "
+                    f"(lines {lines[name]} and {key_node.start_mark.line + 1}); keep one"
+                )
+            if name is not None:
+                lines[name] = key_node.start_mark.line + 1
+            _refuse_duplicates(value_node, [*key_path, str(name)])
+
+
+def require_keys(raw: dict, keys: Iterable[str]) -> None:
+    """Every key (dotted for one inside a section) is written; none falls back to a default."""
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict):
+                break  # not a mapping: parse_params names the problem
+            if part not in node:
+                raise PipelineError(
+                    f"params.yaml: {key} is missing; it is read here and has no built-in default "
+                    "(DVC too requires every key dvc.yaml lists): write it, as in the committed params.yaml"
+                )
+            node = node[part]
+
+
+def _dotted(key_path: list[str]) -> str:
+    return "".join(part if part.startswith("[") else f".{part}" for part in key_path).lstrip(".")
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 20
+_SHORT_REPR.maxdict, _SHORT_REPR.maxlevel = 10, 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 100
+
+
+def shown(value: Any) -> str:
+    """repr(value) for a message, at most about SHOWN_CHARS long whatever the value (reprlib never builds the whole)."""
+    return _short(_SHORT_REPR.repr(list(value) if isinstance(value, tuple) else value))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def parse_params(raw: Any) -> Params:
@@ -205,7 +388,7 @@ def parse_params(raw: Any) -> Params:
 def _parse_section(name: str, value: Any):
     hints = typing.get_type_hints(Params)
     if not isinstance(value, dict):
-        raise PipelineError(f"params.yaml: {name} must be a mapping, got {value!r}")
+        raise PipelineError(f"params.yaml: {name} must be a mapping, got {shown(value)}")
     if name in _MODEL_SECTIONS:
         cls = _MODEL_SECTIONS[name]
         own = {f.name for f in dataclasses.fields(cls)} - {"model"}
@@ -217,10 +400,10 @@ def _parse_section(name: str, value: Any):
 
 def _build(cls, mapping: dict, prefix: str, sections: frozenset = frozenset(), **extra):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in extra}
-    unknown = sorted(set(mapping) - set(fields))
+    unknown = sorted(set(mapping) - set(fields), key=str)
     if unknown:
         allowed = ", ".join(sorted(set(fields) | set(sections)))
-        raise PipelineError(f"params.yaml: unknown key {prefix}{unknown[0]}; allowed here: {allowed}")
+        raise PipelineError(f"params.yaml: unknown key {_short(f'{prefix}{unknown[0]}')}; allowed here: {allowed}")
     hints = typing.get_type_hints(cls)
     values = dict(extra)
     for name, value in mapping.items():
@@ -228,7 +411,7 @@ def _build(cls, mapping: dict, prefix: str, sections: frozenset = frozenset(), *
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise PipelineError(f"params.yaml: {key} must be a mapping, got {value!r}")
+                raise PipelineError(f"params.yaml: {key} must be a mapping, got {shown(value)}")
             values[name] = _build(tp, value, prefix=f"{key}.")
             continue
         values[name] = _coerce(key, value, tp)
@@ -256,7 +439,7 @@ def _coerce(key: str, value: Any, tp) -> Any:
         if isinstance(value, str):
             return value
     kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
-    raise PipelineError(f"params.yaml: {key} = {value!r} is not allowed: must be {kind}")
+    raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: must be {kind}")
 
 
 def _to_float(value: Any) -> float | None:
@@ -264,7 +447,10 @@ def _to_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -290,10 +476,9 @@ def _check(key: str, value: Any, rules: dict) -> None:
         elif "le" in rules and item > rules["le"]:
             problem = f"must be <= {rules['le']}"
         elif "lt" in rules and item >= rules["lt"]:
-            problem = f"must be < {rules['lt']}"
+            problem = "must be < 2**63" if rules["lt"] == SEED_LIMIT else f"must be < {rules['lt']}"
         if problem:
-            shown = list(value) if isinstance(value, tuple) else value
-            raise PipelineError(f"params.yaml: {key} = {shown!r} is not allowed: {problem}")
+            raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: {problem}")
 
 
 def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
@@ -301,4 +486,13 @@ def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
     if batch_size > n_train:
         raise PipelineError(
             f"params.yaml: {key} = {batch_size} is not allowed: larger than the {n_train} training images"
+        )
+
+
+def require_components_fit(components: int, n_train: int, pixels: int) -> None:
+    """familiarity.components below both the training images and the pixels: checked before training."""
+    if components >= min(n_train, pixels):
+        raise PipelineError(
+            f"params.yaml: familiarity.components = {components} is not allowed: "
+            f"must be below {min(n_train, pixels)} (the training images' {n_train} and pixels' {pixels})"
         )

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
+from signdigits.core.limits import usable_cores
 from signdigits.core.params import Runtime, TrainParams
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import MLP, Arch, Classifier
@@ -35,6 +36,10 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
     check_cpu_kernels(runtime.cpu_kernels)
     log.info(describe_cpu_kernels(runtime.cpu_kernels))
     _use_deterministic_algorithms()
+    if threads is None and runtime.threads > usable_cores():  # a sweep's workers are sized by the sweep
+        log.warning("runtime.threads = %d is more than the %d CPU cores this process may use: every epoch "
+                    "will be slower (kept, since the results depend on the thread count)",
+                    runtime.threads, usable_cores())  # fmt: skip
     torch.set_num_threads(threads or runtime.threads)
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":
@@ -138,7 +143,7 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
         if not math.isfinite(train_loss):
             raise PipelineError(
                 f"{tag}: training diverged in epoch {epoch} (loss {train_loss}); "
-                f"lower the learning rate (lr is {lr:g}). No model was written."
+                f"lower the learning rate (lr = {cfg.lr:g}, weight_decay = {cfg.weight_decay:g}). No model was written."
             )
         if scheduler is not None and not per_batch:
             scheduler.step()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from signdigits.core.errors import PipelineError
+from signdigits.core.params import require_components_fit
 from signdigits.training.inputs import normalize_each_image
 
 
@@ -109,11 +109,7 @@ def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images
     (for the same thread count, as the network).
     """
     n, d = train_x.shape
-    if components >= min(n, d):
-        raise PipelineError(
-            f"params.yaml: familiarity.components = {components} is not allowed: "
-            f"must be below {min(n, d)} (the training images' {n} and pixels' {d})"
-        )
+    require_components_fit(components, n, d)
     pixels = train_x.detach().cpu().to(torch.float64)
     x = normalize_each_image(pixels) if normalize_images else pixels
     mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)

@@ -11,7 +11,8 @@ import torch
 from signdigits.core import paths
 from signdigits.core.data import load_train_val
 from signdigits.core.files import csv_text, write_json, write_text_atomic
-from signdigits.core.params import Runtime, TrainParams, require_batch_fits
+from signdigits.core.limits import require_memory, training_bytes
+from signdigits.core.params import Runtime, TrainParams, require_batch_fits, require_components_fit
 from signdigits.training.engine import Split, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity
 from signdigits.training.model import describe
@@ -55,7 +56,14 @@ def train_stage(
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
-    require_batch_fits(f"{params_prefix(name)}batch_size", cfg.batch_size, len(data.train))
+    key = params_prefix(name)
+    require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
+    n_train, inputs = data.train.x.shape
+    what = "training it" if cfg.ensemble == 1 else f"training it ({cfg.ensemble} networks)"
+    needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val))
+    require_memory(f"{key}hidden", cfg.hidden, needed, what)
+    if familiarity_components:
+        require_components_fit(familiarity_components, n_train, inputs)
     started = time.perf_counter()
     result = train(cfg, data.train, data.val, data.classes, name)
     log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)

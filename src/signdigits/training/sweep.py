@@ -9,8 +9,10 @@ Both backends share that function and the loop that collects the rows (`run_swee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ import numpy as np
 from signdigits.core.data import DIGITS, load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
+from signdigits.core.limits import OPTIMIZER_STATES, require_memory, training_bytes, usable_cores
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 
 log = logging.getLogger(__name__)
@@ -111,12 +114,12 @@ def run_sweep(sweep: SweepParams, runtime: Runtime, data: SweepData) -> list[dic
 
     A run that raises stops the sweep with its configuration named; runs not yet started are cancelled.
     """
-    configs = sweep.grid()
+    configs = sweep.grid()  # built run by run: memory does not grow with the grid before the first run
+    sweep = _within_this_machine(sweep, configs, data)
     # the longest runs first, so no worker is left with one long run at the end
-    by_cost = sorted(range(len(configs)), key=lambda i: -configs[i].epochs / configs[i].batch_size)
-    tasks = ((i, configs[i], data, runtime, sweep.threads_per_job) for i in by_cost)
+    tasks = ((i, configs[i], data, runtime, sweep.threads_per_job) for i in configs.longest_first())
     backend = _on_dask if sweep.backend == "dask" else _in_processes
-    rows: list[dict | None] = [None] * len(configs)
+    rows: dict[int, dict] = {}
     started = time.perf_counter()
     with backend(sweep, len(configs)) as (submit, wait, window):
         for done, (run, future) in enumerate(_as_finished(tasks, submit, wait, window), start=1):
@@ -125,12 +128,41 @@ def run_sweep(sweep: SweepParams, runtime: Runtime, data: SweepData) -> list[dic
             except Exception as e:  # any failure of a run ends the sweep, reported with its config
                 reason = str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
                 raise PipelineError(f"sweep run {run} ({describe_config(configs[run])}) failed: {reason}") from e
+            elapsed = time.perf_counter() - started
             log.info(
                 "sweep %d/%d: run %d %s -> val acc %.4f (%.1fs elapsed)",
-                done, len(configs), run, describe_config(configs[run]), rows[run]["val_accuracy"],
-                time.perf_counter() - started,
+                done, len(configs), run, describe_config(configs[run]), rows[run]["val_accuracy"], elapsed,
             )  # fmt: skip
-    return rows
+            if done == 1 and len(configs) > 1:
+                at_once = min(sweep.jobs, len(configs))
+                estimate = elapsed * configs.total_cost() / configs.cost(configs[run]) / at_once
+                log.info("sweep: %d runs; about %.0fs in all, judged from the first run", len(configs), estimate)
+    return [rows[run] for run in range(len(configs))]
+
+
+def _within_this_machine(sweep: SweepParams, configs, data: SweepData) -> SweepParams:
+    """exp2.jobs capped at the cores this process may use (the rows do not depend on jobs), and the runs
+    that train here at once checked against the memory available. A remote Dask cluster is left alone."""
+    if sweep.backend == "dask":
+        import dask
+
+        if dask.config.get("scheduler-address", None) is not None:
+            return sweep
+    cores = usable_cores()
+    if sweep.jobs > cores:
+        log.warning("sweep: exp2.jobs = %d is more than the %d CPU cores this process may use; "
+                    "running %d at a time", sweep.jobs, cores, cores)  # fmt: skip
+        sweep = dataclasses.replace(sweep, jobs=cores)
+    at_once = min(sweep.jobs, len(configs))
+    largest = dataclasses.replace(
+        sweep.model,
+        batch_size=max(sweep.batch_size),
+        optimizer=max(sweep.optimizer, key=lambda name: OPTIMIZER_STATES.get(name, 1)),
+    )
+    images, inputs = data.train_pixels.shape[0], math.prod(data.train_pixels.shape[1:])
+    needed = at_once * training_bytes(largest, inputs, len(data.classes), images + len(data.val_labels))
+    require_memory("exp2.hidden", sweep.model.hidden, needed, f"training {at_once} run(s) at once (exp2.jobs)")
+    return sweep
 
 
 def _as_finished(tasks: Iterator[tuple], submit, wait, window: Callable[[], int]) -> Iterator[tuple[int, Future]]:
