@@ -14,7 +14,6 @@ import yaml
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import (
     EVERY_KEY,
-    STAGE_PARAMS,
     Grid,
     Params,
     SweepParams,
@@ -328,12 +327,19 @@ def test_deep_nesting_is_refused(tmp_path):
 # --- required keys: what each consumer reads must be written ------------------------------------
 
 
+STAGE_PARAMS = {
+    name: tuple(stage.get("params", ()))
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
+}
+
+
 def test_stage_requirements_are_the_params_dvc_yaml_lists():
-    """Each stage requires exactly what DVC requires of it, and nothing it does not read."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert {name: tuple(stage.get("params", ())) for name, stage in stages.items()} == STAGE_PARAMS
-    assert stage_requirements("train_base") == ("runtime", "train_base")
-    assert stage_requirements("my_script") == EVERY_KEY
+    """Each stage requires exactly what DVC requires of it, read from dvc.yaml; every key elsewhere."""
+    dvc_yaml = ROOT / "dvc.yaml"
+    assert {name: stage_requirements(name, dvc_yaml) for name in STAGE_PARAMS} == STAGE_PARAMS
+    assert stage_requirements("train_base", dvc_yaml) == ("runtime", "train_base")
+    assert stage_requirements("my_script", dvc_yaml) == EVERY_KEY
+    assert stage_requirements("train_base", dvc_yaml.parent / "no-such-dvc.yaml") == EVERY_KEY
 
 
 @pytest.mark.parametrize("stage", STAGE_PARAMS)

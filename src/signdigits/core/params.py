@@ -239,19 +239,7 @@ class Params:
 _MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams}
 
 
-# What each consumer reads: a section read whole, a top-level key, or a dotted key inside a section.
-# A stage's entry is its `params:` list in dvc.yaml (tests/test_params.py checks that they agree).
 FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))
-STAGE_PARAMS = {
-    "prepare": ("prepare",),
-    "split": ("split",),
-    "train_binary": ("runtime", "train_binary"),
-    "train_base": ("runtime", "train_base"),
-    "train_exp1": ("runtime", "train_exp1"),
-    "sweep_exp2": ("runtime", "exp2"),
-    "train_best": ("runtime", *FINAL_KEYS, "familiarity.components"),
-    "evaluate": ("runtime", "evaluate", "familiarity.percentile"),
-}
 EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
 
 
@@ -266,9 +254,15 @@ def load_params(path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_
     return parse_params(raw)
 
 
-def stage_requirements(script: str) -> tuple[str, ...]:
-    """What a stage script (stages/<name>.py) reads; every key for a script not in the pipeline."""
-    return STAGE_PARAMS.get(script, EVERY_KEY)
+def stage_requirements(script: str, dvc_yaml: str | Path = paths.DVC_YAML) -> tuple[str, ...]:
+    """What a stage script (stages/<name>.py) reads: its `params:` list in dvc.yaml, the one place it is written
+    (tests/test_stage_params.py checks it against what the script reads); every key for a script not in the pipeline.
+    """
+    try:
+        stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"].get(script)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        stage = None
+    return tuple(stage.get("params", ())) if isinstance(stage, dict) else EVERY_KEY
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")
 RAW_DIR = Path("data/raw")
 PREPARED = Path("data/prepared/images.npz")
 SPLIT = Path("data/split/split.npz")
