@@ -138,9 +138,9 @@ def write_tables(results: list[ModelResult]) -> None:
     write_text_atomic(paths.PER_CLASS, csv_text((row for r in results for row in r.per_class), PER_CLASS_COLUMNS))
     tests = ({"model": r.name, **r.scores["test"]} for r in results)
     write_text_atomic(TEST_ACCURACY, csv_text(_only(tests, TEST_ACCURACY_COLUMNS), TEST_ACCURACY_COLUMNS))
-    final = next(r for r in results if r.name == paths.FINAL_MODEL)
     digit_columns = PER_CLASS_COLUMNS[1:]
-    write_text_atomic(FINAL_PER_DIGIT, csv_text(_only(final.per_class, digit_columns), digit_columns))
+    for final in (r for r in results if r.name == paths.FINAL_MODEL):
+        write_text_atomic(FINAL_PER_DIGIT, csv_text(_only(final.per_class, digit_columns), digit_columns))
 
 
 def _only(rows, columns: tuple[str, ...]):
