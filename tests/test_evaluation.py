@@ -14,7 +14,15 @@ from signdigits.core import paths
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import rounded
 from signdigits.core.params import EvaluateParams, TrainParams
-from signdigits.reporting.evaluation import bootstrap_accuracy, classification_scores, evaluate_models, write_tables
+from signdigits.reporting.evaluation import (
+    FINAL_PER_DIGIT,
+    TEST_ACCURACY,
+    TEST_ACCURACY_COLUMNS,
+    bootstrap_accuracy,
+    classification_scores,
+    evaluate_models,
+    write_tables,
+)
 from signdigits.reporting.metrics import per_class_scores, roc_auc
 from signdigits.review import mcnemar, paired_test
 from signdigits.training.engine import Split, train
@@ -210,10 +218,11 @@ def test_evaluate_numbers_equal_scikit_learn(tiny_layout):
 
 def test_tables_round_trip_and_pair_up_in_review(tiny_layout):
     pixels, labels, test = tiny_layout.pixels, tiny_layout.labels, tiny_layout.test
-    save_model(quick_model(pixels, labels, [2, 5, 8]), paths.model_path("m"))
-    (result,) = evaluate_models(("m",), EvaluateParams(bootstrap=50), torch.device("cpu"))
+    name = paths.FINAL_MODEL
+    save_model(quick_model(pixels, labels, [2, 5, 8]), paths.model_path(name))
+    (result,) = evaluate_models((name,), EvaluateParams(bootstrap=50), torch.device("cpu"))
     write_tables([result])
-    predictions = pd.read_csv(paths.predictions_path("m"))
+    predictions = pd.read_csv(paths.predictions_path(name))
     assert list(predictions.columns) == ["file", "actual", "predicted", "probability"]
     assert len(predictions) == len(result.files) == int(np.isin(labels[test], [2, 5, 8]).sum())
     assert list(predictions.file) == list(result.files)
@@ -222,9 +231,15 @@ def test_tables_round_trip_and_pair_up_in_review(tiny_layout):
     scores = pd.read_csv(paths.SCORES)
     assert list(scores.part) == ["train", "val", "test"]
     assert scores.set_index("part").loc["test", "correct"] == result.scores["test"]["correct"]
-    assert list(pd.read_csv(paths.PER_CLASS).digit) == [2, 5, 8]
-    text = paths.predictions_path("m").read_text()
-    paired = paired_test(text, text)
+    per_class = pd.read_csv(paths.PER_CLASS)
+    assert list(per_class.digit) == [2, 5, 8]
+    # the charts' files: one row per bar, the same numbers as the tables
+    per_digit = pd.read_csv(FINAL_PER_DIGIT)
+    pd.testing.assert_frame_equal(per_digit, per_class.drop(columns="model"))
+    (tested,) = pd.read_csv(TEST_ACCURACY).to_dict("records")
+    test_row = scores[scores.part == "test"].iloc[0]
+    assert tested == {column: test_row[column] for column in TEST_ACCURACY_COLUMNS}
+    paired = paired_test(predictions, predictions)
     assert paired["paired_images"] == len(result.files) and paired["p_value"] == 1.0
 
 

@@ -27,6 +27,9 @@ SCORE_COLUMNS = (
     "precision_macro", "recall_macro", "f1_macro", "loss", "roc_auc",
 )  # fmt: skip
 PER_CLASS_COLUMNS = ("model", "digit", "precision", "recall", "f1", "support")
+TEST_ACCURACY_COLUMNS = ("model", "images", "correct", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high")
+TEST_ACCURACY = paths.PLOTS / "evaluate" / "test_accuracy.csv"  # chart data: one row per model
+FINAL_PER_DIGIT = paths.PLOTS / "evaluate" / f"per_digit_{paths.FINAL_MODEL}.csv"  # chart data: one row per digit
 
 
 @dataclass
@@ -119,7 +122,12 @@ def bootstrap_accuracy(correct: np.ndarray, resamples: int, seed: int) -> tuple[
 
 
 def write_tables(results: list[ModelResult]) -> None:
-    """Per-image predictions (confusion plots, McNemar's pairs), scores per part, per-class scores."""
+    """Per-image predictions (confusion plots, McNemar's pairs), scores per part, per-class scores.
+
+    scores.csv and per_class.csv hold every model (and part): tables, not charts. A chart's file holds
+    one row per bar, so that no chart sums rows into one bar: each model's test accuracy, the final
+    model's digits.
+    """
     for r in results:
         rows = (
             {"file": file, "actual": int(a), "predicted": int(p), "probability": f"{prob:.6f}"}
@@ -129,6 +137,15 @@ def write_tables(results: list[ModelResult]) -> None:
     scores = ({"model": r.name, "part": part, **s} for r in results for part, s in r.scores.items())
     write_text_atomic(paths.SCORES, csv_text(scores, SCORE_COLUMNS))
     write_text_atomic(paths.PER_CLASS, csv_text((row for r in results for row in r.per_class), PER_CLASS_COLUMNS))
+    tests = ({"model": r.name, **r.scores["test"]} for r in results)
+    write_text_atomic(TEST_ACCURACY, csv_text(_only(tests, TEST_ACCURACY_COLUMNS), TEST_ACCURACY_COLUMNS))
+    digit_columns = PER_CLASS_COLUMNS[1:]
+    for final in (r for r in results if r.name == paths.FINAL_MODEL):
+        write_text_atomic(FINAL_PER_DIGIT, csv_text(_only(final.per_class, digit_columns), digit_columns))
+
+
+def _only(rows, columns: tuple[str, ...]):
+    return ({c: row[c] for c in columns} for row in rows)
 
 
 def summary(results: list[ModelResult], sweep: dict, familiarity: dict) -> dict:
