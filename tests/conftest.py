@@ -9,7 +9,7 @@ pin_cpu_kernels("portable")  # before torch loads: the tests compute with the ke
 import numpy as np
 import pytest
 import torch
-from helpers import REAL_RAW, TinyLayout, TinyRepo, write_raw_tree
+from helpers import REAL_RAW, TinyLayout, TinyRepo, reproduce_fresh_clone, write_raw_tree
 
 from signdigits.core import paths
 from signdigits.core.files import write_arrays
@@ -29,6 +29,12 @@ def tiny_repo_factory(tmp_path_factory):
         return TinyRepo.create(tmp_path_factory.mktemp(name) / "repo", **kwargs)
 
     return create
+
+
+@pytest.fixture(scope="session")
+def reproduced_clone(tmp_path_factory):
+    """A fresh clone of HEAD with the whole pipeline reproduced (about 2 minutes): read only; copy it to change it."""
+    return reproduce_fresh_clone(tmp_path_factory.mktemp("fresh") / "signdigits")
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU path: README, what holds where)"
+)
 
 # Settings that make every stage of the tiny repository finish in about a second of compute.
 TINY_PARAMS = {
@@ -217,6 +222,32 @@ def git_clone(source: Path, target: Path) -> Path:
     return target
 
 
+PIPELINE_STAGES = [
+    "prepare",
+    "split",
+    "train_binary",
+    "train_base",
+    "train_exp1",
+    "sweep_exp2",
+    "train_best",
+    "evaluate",
+]
+
+
+def reproduce_fresh_clone(target: Path) -> Path:
+    """A fresh clone of the committed HEAD with the whole pipeline run from scratch (no DVC cache)."""
+    clone = git_clone(ROOT, target)
+    done = run(["dvc", "repro", "--force"], cwd=clone)
+    assert stages_run(done.stdout) == PIPELINE_STAGES
+    return clone
+
+
+def copy_repository(source: Path, target: Path) -> Path:
+    """A copy of a repository with its git history, DVC cache and outputs: cheaper than reproducing it again."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
 def experiments_of_head(cwd: Path) -> list[dict]:
     """The experiments `dvc exp show --json` lists under the baseline commit (not the workspace row)."""
     rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=cwd).stdout)
@@ -227,3 +258,15 @@ def experiments_of_head(cwd: Path) -> list[dict]:
 def stages_run(output: str) -> list[str]:
     """The stages DVC ran (not skipped, not restored), in order."""
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def train_tiny_final_model():
+    """train_best's training and familiarity check on tiny_layout's images (the cwd), as the stage does it."""
+    from signdigits.core import paths
+    from signdigits.core.params import Runtime, TrainParams
+    from signdigits.training.model_file import load_model
+    from signdigits.training.stage import train_stage
+
+    cfg = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
+    train_stage("train_best", cfg, Runtime(device="cpu", threads=1), familiarity_components=5)
+    return load_model(paths.model_path("train_best"))

@@ -1,23 +1,16 @@
 """The familiarity check (issue 11): fitted on training images only, thresholded on validation, kept
-in the model file, reported by predict per photo and measured by evaluate on shifted photos."""
+in the model file and measured by evaluate on shifted photos (predict's use of it: test_predict.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from helpers import ROOT, stage_env
+from helpers import train_tiny_final_model
 
-from signdigits import predict
 from signdigits.core import paths
-from signdigits.core.params import Runtime, TrainParams
 from signdigits.reporting.familiarity_shifts import (
     SHIFT_COLUMNS,
     SHIFTS,
@@ -30,27 +23,19 @@ from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_
 from signdigits.training.inputs import to_inputs
 from signdigits.training.model import MLP, Arch, Classifier
 from signdigits.training.model_file import load_model, save_model
-from signdigits.training.stage import train_stage
 
-TINY_TRAINING = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
 CHECK_TENSORS = ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std")
 
 
-def train_tiny() -> Classifier:
-    """train_best's training and check on tiny_layout's images (the cwd), as the stage does it."""
-    train_stage("train_best", TINY_TRAINING, Runtime(device="cpu", threads=1), familiarity_components=5)
-    return load_model(paths.model_path("train_best"))
-
-
 def test_the_check_is_fitted_on_training_images_only(tiny_layout, one_thread):
-    first = train_tiny().familiarity
+    first = train_tiny_final_model().familiarity
     pixels = tiny_layout.pixels.copy()
     pixels[60:] = 255 - pixels[60:]  # other val and test images, the same training images
     from signdigits.core.files import write_arrays
 
     write_arrays(paths.PREPARED, pixels=pixels, labels=tiny_layout.labels, signers=np.arange(120) // 10,
                  files=tiny_layout.files)  # fmt: skip
-    second = train_tiny().familiarity
+    second = train_tiny_final_model().familiarity
     for name in CHECK_TENSORS:
         assert torch.equal(getattr(first, name), getattr(second, name)), name
     assert not torch.equal(first.val_scores, second.val_scores)  # the threshold does follow val
@@ -117,84 +102,6 @@ def test_the_check_survives_the_model_file_and_changes_no_prediction(tmp_path, o
         assert torch.equal(getattr(checked.familiarity, name), getattr(model.familiarity, name)), name
     with torch.inference_mode():
         assert torch.equal(plain(x), checked(x))
-
-
-@pytest.fixture
-def photo_repo(tiny_layout, one_thread, tmp_path):
-    """tmp_path as a repository (dvc.yaml, params.yaml with percentile 90, a final model) and photos in it."""
-    from PIL import Image
-
-    model = train_tiny()
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["familiarity"]["percentile"] = 90.0
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    train_scores = model.familiarity.scores(to_inputs(tiny_layout.pixels[:60]))
-    familiar = tiny_layout.pixels[int(np.argmin(train_scores))]
-    odd = (255 - tiny_layout.pixels[:60].mean(axis=0)).astype(np.uint8)  # the training photos' negative
-    assert model.familiarity.scores(to_inputs(odd[None]))[0] > model.familiarity.threshold(90.0)
-    Image.fromarray(familiar).save(photos / "a_familiar.png")
-    Image.fromarray(odd).save(photos / "b_negative.png")
-    (photos / "notes.txt").write_text("not an image, and not picked up from a folder")
-    return tmp_path
-
-
-def run_predict(capsys, *args) -> tuple[int, str, str]:
-    code = predict.main([*map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_predict_says_which_photos_are_unfamiliar(photo_repo, capsys):
-    photos = photo_repo / "photos"
-    code, out, err = run_predict(capsys, photos / "a_familiar.png")
-    assert code == predict.EXIT_OK
-    assert out.split("\t")[3].startswith("familiar (score")
-    assert "UNFAMILIAR means" in err and "plain light background" in err
-    code, out, _ = run_predict(capsys, photos / "b_negative.png")
-    assert code == predict.EXIT_UNFAMILIAR
-    assert "UNFAMILIAR (score" in out and "do not trust this digit" in out
-
-
-def test_predict_json_folders_and_missing_files(photo_repo, capsys):
-    code, out, _ = run_predict(capsys, photo_repo / "photos", photo_repo / "missing.jpg", "--json")
-    document = json.loads(out)
-    assert code == document["exit_code"] == predict.EXIT_UNREADABLE
-    assert [Path(i["file"]).name for i in document["images"]] == ["a_familiar.png", "b_negative.png"]
-    assert [i["familiar"] for i in document["images"]] == [True, False]
-    assert document["errors"] == [{"file": str(photo_repo / "missing.jpg"), "error": "no such file"}]
-    assert document["percentile"] == 90.0  # from the params.yaml of the model's repository
-    code, out, _ = run_predict(capsys, photo_repo / "photos", "--json", "--percentile", "99.9")
-    assert json.loads(out)["percentile"] == 99.9
-
-
-def test_predict_finds_the_repository_model_from_a_subfolder(photo_repo, capsys, monkeypatch):
-    monkeypatch.chdir(photo_repo / "photos")
-    code, out, _ = run_predict(capsys, "a_familiar.png", "--json")
-    assert code == predict.EXIT_OK
-    assert json.loads(out)["model"] == str((photo_repo / paths.model_path("train_best")).resolve())
-
-
-def test_predict_without_a_model_names_the_paths_tried(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.setattr(predict, "repository_roots", lambda: [tmp_path])
-    code, _, err = run_predict(capsys, "photo.jpg")
-    assert code == predict.EXIT_ERROR
-    assert f"tried {tmp_path / 'models' / 'train_best.pt'}" in err and "dvc repro" in err
-
-
-def test_predict_runs_from_any_folder_with_a_model(photo_repo, tmp_path_factory):
-    elsewhere = tmp_path_factory.mktemp("elsewhere")
-    done = subprocess.run(
-        [sys.executable, "-m", "signdigits.predict", str(photo_repo / "photos" / "a_familiar.png"), "--model",
-         str(photo_repo / "models" / "train_best.pt")],
-        cwd=elsewhere, capture_output=True, text=True, env=stage_env(), timeout=120,
-    )  # fmt: skip
-    assert done.returncode == predict.EXIT_OK, done.stderr
-    assert "familiar (score" in done.stdout
 
 
 @pytest.fixture(scope="module")

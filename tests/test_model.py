@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import pickletools
 import zipfile
 
 import numpy as np
 import pytest
 import torch
-from helpers import RunsOnUnpickle
+from helpers import RunsOnUnpickle, requires_cuda
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION
@@ -246,8 +245,14 @@ def test_file_holds_plain_data_only(model_file):
     assert not any("signdigits" in g for g in globals_)
 
 
-def test_load_to_a_device_argument(model_file):
-    _, path = model_file
-    loaded = load_model(path, device="cpu")
-    assert all(p.device.type == "cpu" for p in loaded.parameters())
-    assert os.path.getsize(path) > 0
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_load_to_a_device_argument(model_file, device):
+    """A model loads onto the device asked for and predicts there what it predicts on the CPU."""
+    model, path = model_file
+    loaded = load_model(path, device=device)
+    assert {p.device.type for p in loaded.parameters()} | {b.device.type for b in loaded.buffers()} == {device}
+    with torch.no_grad():
+        expected, got = model(pixels()), loaded(pixels().to(device)).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # the same kernels on the CPU: exact there
+    if device == "cpu":
+        assert torch.equal(got, expected)
