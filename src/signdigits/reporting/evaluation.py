@@ -17,7 +17,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.core.params import EvaluateParams
 from signdigits.reporting.metrics import confusion_matrix, per_class_scores, roc_auc
-from signdigits.training.engine import Split, evaluate
+from signdigits.training.engine import Evaluation, Split, evaluate
 from signdigits.training.model import Classifier, describe
 from signdigits.training.model_file import load_model
 
@@ -51,6 +51,15 @@ class ModelResult:
         return confusion_matrix(index(self.actual), index(self.predicted), len(self.model.classes))
 
 
+@dataclass
+class PartResult:
+    """One model on one part: the images' indices, their class indices, and what the model said."""
+
+    indices: np.ndarray
+    labels: np.ndarray
+    evaluation: Evaluation
+
+
 def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torch.device) -> list[ModelResult]:
     prepared = load_prepared(paths.PREPARED)
     split = load_split(paths.SPLIT, len(prepared.labels))
@@ -58,25 +67,13 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
     for name in names:
         model = load_model(paths.model_path(name), image_size=prepared.pixels.shape[1], device=device)
         classes = np.array(model.classes)
-        scores, per_class = {}, []
-        for part in PARTS:
-            idx, labels = select_digits(prepared.labels, split[part], model.classes)
-            if len(idx) == 0:
-                raise PipelineError(
-                    f"{paths.model_path(name)}: the {part} part holds none of its digits {model.classes}"
-                )
-            ev = evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device))
-            scores[part] = {
-                "network": describe(model.arch),
-                "ensemble": len(model.members),
-                **classification_scores(labels, ev.predictions, len(classes)),
-                "loss": ev.loss,
-                "roc_auc": roc_auc(labels == 1, ev.probabilities[:, 1]) if len(classes) == 2 else "",
-            }
-        correct = ev.predictions == labels  # the test part, last of PARTS
-        low, high = bootstrap_accuracy(correct, params.bootstrap, params.seed)
+        parts = {part: _evaluate_part(name, model, prepared, split[part], part, device) for part in PARTS}
+        scores = {part: _part_scores(model, r) for part, r in parts.items()}
+        test = parts["test"]  # what the interval, the per-digit scores and the per-image rows describe
+        predictions, labels, idx = test.evaluation.predictions, test.labels, test.indices
+        low, high = bootstrap_accuracy(predictions == labels, params.bootstrap, params.seed)
         scores["test"].update(accuracy_ci95_low=low, accuracy_ci95_high=high)
-        per_digit = per_class_scores(labels, ev.predictions, len(classes))
+        per_digit = per_class_scores(labels, predictions, len(classes))
         per_class = [
             {"model": name, "digit": int(c), "precision": p, "recall": r, "f1": f, "support": int(n)}
             for c, p, r, f, n in zip(
@@ -92,11 +89,29 @@ def evaluate_models(names: tuple[str, ...], params: EvaluateParams, device: torc
                 files=prepared.files[idx],
                 pixels=prepared.pixels[idx],
                 actual=prepared.labels[idx],
-                predicted=classes[ev.predictions],
-                probability=ev.probabilities[np.arange(len(idx)), ev.predictions],
+                predicted=classes[predictions],
+                probability=test.evaluation.probabilities[np.arange(len(idx)), predictions],
             )
         )
     return results
+
+
+def _evaluate_part(name: str, model: Classifier, prepared, part_indices: np.ndarray, part: str, device) -> PartResult:
+    idx, labels = select_digits(prepared.labels, part_indices, model.classes)
+    if len(idx) == 0:
+        raise PipelineError(f"{paths.model_path(name)}: the {part} part holds none of its digits {model.classes}")
+    return PartResult(idx, labels, evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device)))
+
+
+def _part_scores(model: Classifier, part: PartResult) -> dict:
+    ev, labels, n_classes = part.evaluation, part.labels, len(model.classes)
+    return {
+        "network": describe(model.arch),
+        "ensemble": len(model.members),
+        **classification_scores(labels, ev.predictions, n_classes),
+        "loss": ev.loss,
+        "roc_auc": roc_auc(labels == 1, ev.probabilities[:, 1]) if n_classes == 2 else "",
+    }
 
 
 def classification_scores(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> dict:
