@@ -6,9 +6,15 @@ import csv
 import dataclasses
 import io
 import itertools
+import shutil
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import torch
+from helpers import run, stage_env, venv_env
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
@@ -113,3 +119,110 @@ def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
     sweep = SweepParams(lr=(0.01, 10.0), batch_size=(8,), epochs=(3,), optimizer=("sgd",), jobs=1, model=model)
     with pytest.raises(PipelineError, match=r"^sweep run 1 \(lr 10 batch 8 epochs 3 sgd\) failed: .*diverged"):
         run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
+
+
+# --- process trees: no process outlives the one that started it (Linux: /proc, prctl) -----------
+
+LONG_SWEEP = {"exp2.lr": [0.01, 0.001], "exp2.epochs": [10_000], "exp2.batch_size": [1], "exp2.jobs": 2}
+SWEEP_STAGE = """stages:
+  sweep_exp2:
+    cmd: python stages/sweep_exp2.py
+    deps: [data/split/split.npz]
+    params: [exp2]
+    outs: [metrics/sweep.json: {cache: false}, plots/sweep/results.csv: {cache: false}]
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep_repo(tiny_repo_factory):
+    """A tiny repository, prepared and split, that DVC runs: dvc.yaml holds the sweep stage alone."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("process trees are watched on Linux only (docs/troubleshooting.md)")
+    repo = tiny_repo_factory("process_tree")
+    repo.run("prepare", check=True)
+    repo.run("split", check=True)
+    (repo.path / "dvc.yaml").write_text(SWEEP_STAGE)
+    run(["dvc", "init", "--no-scm", "-q"], cwd=repo.path)
+    repo.set_params(LONG_SWEEP)
+    return repo
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def running_workers(stage: psutil.Process, n: int) -> list[psutil.Process] | None:
+    """The stage's n worker processes once each has loaded torch (so its start-up hook has run), else None."""
+    try:
+        workers = [p for p in stage.children() if "spawn_main" in " ".join(p.cmdline())]
+        return workers if len(workers) == n and all(p.memory_info().rss > 100e6 for p in workers) else None
+    except psutil.NoSuchProcess:
+        return None
+
+
+def stage_under(root: psutil.Process) -> psutil.Process | None:
+    try:
+        return next((p for p in root.children(recursive=True) if "stages/sweep_exp2.py" in p.cmdline()), None)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.mark.parametrize("shell", ["/bin/bash", "dash"])
+def test_killing_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_repo, tmp_path, shell):
+    """bash execs the stage (dvc is its parent), dash does not (dvc is its grandparent): both are watched."""
+    shell_path = shutil.which(shell)
+    if shell_path is None:
+        pytest.skip(f"{shell} is not installed")
+    log = tmp_path / "dvc.log"
+    env = {**venv_env(), **stage_env(), "SHELL": shell_path, "PATH": venv_env()["PATH"]}
+    with open(log, "w") as out:
+        dvc = subprocess.Popen(["dvc", "repro", "--force"], cwd=sweep_repo.path, env=env, stdout=out, stderr=out)
+    tree = psutil.Process(dvc.pid)
+    try:
+        stage = wait_until(lambda: stage_under(tree), 60, "the stage started")
+        workers = wait_until(lambda: running_workers(stage, 2), 120, "two pool workers running")
+        named = {process: " ".join(process.cmdline()) for process in (stage, *workers)}
+        dvc.kill()
+        dvc.wait()
+        for process, command in named.items():
+            wait_until(lambda p=process: not alive(p), 10, f"{process.pid} ({command}) ended")
+    finally:
+        for process in [dvc, *(psutil.Process(dvc.pid).children(recursive=True) if dvc.poll() is None else [])]:
+            process.kill()
+    text = log.read_text()
+    assert f"interrupted: dvc (pid {dvc.pid}) has ended, so this stage stopped without writing its outputs" in text
+    assert not (sweep_repo.path / "metrics/sweep.json").exists()
+    assert not (sweep_repo.path / "plots/sweep/results.csv").exists()
+    assert sweep_repo.temporary_files() == []
+
+
+@pytest.mark.parametrize("backend", ["processes", "dask"])
+def test_killing_the_stage_ends_its_workers(sweep_repo, backend):
+    if backend == "dask":
+        pytest.importorskip("distributed")
+    repo = sweep_repo.copy_to(sweep_repo.path.parent / f"kill_{backend}")
+    repo.set_params({"exp2.backend": backend})
+    stage = repo.popen("sweep_exp2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = wait_until(lambda: running_workers(psutil.Process(stage.pid), 2), 120, "two workers running")
+        stage.kill()  # SIGKILL: no handler of the stage runs
+        stage.wait()
+        for process in workers:
+            wait_until(lambda p=process: not alive(p), 10, f"worker {process.pid} ended")
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.wait()
