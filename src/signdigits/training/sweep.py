@@ -43,6 +43,7 @@ RESULT_COLUMNS = (
 )
 
 CONNECT_TIMEOUT_S = 5  # to a Dask scheduler; Dask's own default (30 s) is long to wait for a typo
+ANSWER_TIMEOUT_S = 2  # once connected: a scheduler answers in milliseconds, another service never
 DASK_WORKER_COMMAND = f"{describe_env(PORTABLE_ENV)} dask worker <scheduler address> --nthreads 1"
 
 
@@ -233,10 +234,11 @@ def _on_dask(sweep: SweepParams, runs: int):
 
 
 def _require_scheduler(address: str, where: str) -> None:
-    """Ask the address who it is, all within CONNECT_TIMEOUT_S: a Client waits forever on a silent listener."""
+    """Ask the address who it is, within seconds: a Client waits forever on a listener that never answers."""
     import asyncio
+    import socket
 
-    from distributed.comm import connect
+    from distributed.comm import connect, parse_address, parse_host_port
 
     async def identity() -> object:
         comm = await connect(address, timeout=CONNECT_TIMEOUT_S)
@@ -246,10 +248,15 @@ def _require_scheduler(address: str, where: str) -> None:
         finally:
             comm.abort()
 
+    answer_within = CONNECT_TIMEOUT_S
     try:
-        reply = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT_S))
+        scheme, location = parse_address(address)
+        if scheme == "tcp":  # refused at once, where Dask would retry until its timeout
+            socket.create_connection(parse_host_port(location), timeout=CONNECT_TIMEOUT_S).close()
+            answer_within = ANSWER_TIMEOUT_S
+        reply = asyncio.run(asyncio.wait_for(identity(), answer_within))
     except TimeoutError:  # before OSError, its base class
-        raise _unreachable(where, address, f"no Dask answer within {CONNECT_TIMEOUT_S} s") from None
+        raise _unreachable(where, address, f"no Dask answer within {answer_within} s") from None
     except (OSError, ValueError, TypeError) as e:
         raise _unreachable(where, address, str(e) or type(e).__name__) from None
     kind = reply.get("type") if isinstance(reply, dict) else None
