@@ -422,11 +422,14 @@ def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
 def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys):
     from signdigits.predict import main
 
-    fifo = tmp_path / "IMG_2.JPG"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    fifo = folder / "IMG_2.JPG"
     os.mkfifo(fifo)  # opening it would wait for a writer forever
-    assert main([str(fifo), "--model", str(model_file)]) == 1
-    err = capsys.readouterr().err
-    assert f"error: {fifo}: not a regular file" in err
+    for argument in (fifo, folder):  # given itself, or found in a folder
+        assert main([str(argument), "--model", str(model_file)]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {fifo}: not a regular file" in err
 
 
 def test_predict_cli_refuses_a_malicious_model(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import itertools
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +156,13 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+def kill_all(processes: list[psutil.Process]) -> None:
+    """What the test started and a failure left running (psutil checks each pid was not reused)."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
 def wait_until(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,18 +199,21 @@ def test_killing_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_r
     env = {**venv_env(), **stage_env(), "SHELL": shell_path, "PATH": venv_env()["PATH"]}
     with open(log, "w") as out:
         dvc = subprocess.Popen(["dvc", "repro", "--force"], cwd=sweep_repo.path, env=env, stdout=out, stderr=out)
-    tree = psutil.Process(dvc.pid)
+    tree, started = psutil.Process(dvc.pid), []
     try:
         stage = wait_until(lambda: stage_under(tree), 60, "the stage started")
+        started.append(stage)
         workers = wait_until(lambda: running_workers(stage, 2), 120, "two pool workers running")
-        named = {process: " ".join(process.cmdline()) for process in (stage, *workers)}
+        started += workers
+        named = {process: " ".join(process.cmdline()) for process in started}
         dvc.kill()
         dvc.wait()
         for process, command in named.items():
             wait_until(lambda p=process: not alive(p), 10, f"{process.pid} ({command}) ended")
     finally:
-        for process in [dvc, *(psutil.Process(dvc.pid).children(recursive=True) if dvc.poll() is None else [])]:
-            process.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started += tree.children(recursive=True)
+        kill_all([tree, *started])
     text = log.read_text()
     assert f"interrupted: dvc (pid {dvc.pid}) has ended, so this stage stopped without writing its outputs" in text
     assert not (sweep_repo.path / "metrics/sweep.json").exists()
@@ -209,20 +221,25 @@ def test_killing_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_r
     assert sweep_repo.temporary_files() == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("backend", ["processes", "dask"])
-def test_killing_the_stage_ends_its_workers(sweep_repo, backend):
+def test_ending_the_stage_ends_its_workers(sweep_repo, backend, signum):
+    """SIGKILL: no handler of the stage runs, the kernel ends the workers; SIGTERM: the stage ends them, exit 130."""
     if backend == "dask":
         pytest.importorskip("distributed")
-    repo = sweep_repo.copy_to(sweep_repo.path.parent / f"kill_{backend}")
+    repo = sweep_repo.copy_to(sweep_repo.path.parent / f"kill_{backend}_{signum.name}")
     repo.set_params({"exp2.backend": backend})
     stage = repo.popen("sweep_exp2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
     try:
         workers = wait_until(lambda: running_workers(psutil.Process(stage.pid), 2), 120, "two workers running")
-        stage.kill()  # SIGKILL: no handler of the stage runs
-        stage.wait()
+        stage.send_signal(signum)
+        assert stage.wait(timeout=15) == (130 if signum == signal.SIGTERM else -signal.SIGKILL)
         for process in workers:
             wait_until(lambda p=process: not alive(p), 10, f"worker {process.pid} ended")
     finally:
-        if stage.poll() is None:
-            stage.kill()
-            stage.wait()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers = workers or psutil.Process(stage.pid).children(recursive=True)
+        stage.kill()
+        stage.wait()
+        kill_all(workers)

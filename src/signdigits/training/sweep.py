@@ -212,7 +212,6 @@ def _on_dask(sweep: SweepParams, runs: int):
                 env={lifeline.PARENT_ENV: str(os.getpid())},
             )
             stack.enter_context(cluster)
-            stack.callback(lifeline.end_children)  # closing the cluster does not wait for runs in progress
             address, where = cluster.scheduler_address, "a local Dask cluster"
         else:
             where = "the Dask scheduler from DASK_SCHEDULER_ADDRESS or the Dask config"
@@ -230,7 +229,11 @@ def _on_dask(sweep: SweepParams, runs: int):
         if not workers:
             log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
                         DASK_WORKER_COMMAND)  # fmt: skip
-        yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
+        try:
+            yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
+        except BaseException:
+            lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
+            raise
 
 
 def _require_scheduler(address: str, where: str) -> None:
