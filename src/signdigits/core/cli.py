@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from signdigits.core.errors import PipelineError
 
 GRACE_S = 3  # after its dvc ended, the stage unwinds (temporary files removed) or is ended this much later
 _dvc_ended: int | None = None  # the pid of the dvc that ran this stage, once it has ended
+_reported = threading.Event()  # the interruption was reported
 
 
 def _terminate(signum, frame):
@@ -42,7 +44,8 @@ def _stop_without_dvc(pid: int) -> None:
     _dvc_ended = pid
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(GRACE_S)
-    print(f"interrupted: {_interrupted_note()}", file=sys.stderr)
+    if not _reported.is_set():  # the main thread did not get to say it (a long call of a library)
+        print(f"interrupted: {_interrupted_note()}", file=sys.stderr)
     os._exit(130)
 
 
@@ -57,6 +60,7 @@ def run_command(body: Callable[[], int | None]) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {_interrupted_note()}", file=sys.stderr)
+        _reported.set()
         return 130
 
 
