@@ -189,9 +189,13 @@ def stage_under(root: psutil.Process) -> psutil.Process | None:
         return None
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("shell", ["/bin/bash", "dash"])
-def test_killing_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_repo, tmp_path, shell):
-    """bash execs the stage (dvc is its parent), dash does not (dvc is its grandparent): both are watched."""
+def test_ending_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_repo, tmp_path, shell, signum):
+    """bash execs the stage (dvc is its parent), dash does not (dvc is its grandparent): both are watched.
+
+    dvc's SIGTERM alone once left the stage running, to overwrite a later run's results when it finished.
+    """
     shell_path = shutil.which(shell)
     if shell_path is None:
         pytest.skip(f"{shell} is not installed")
@@ -206,8 +210,8 @@ def test_killing_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_r
         workers = wait_until(lambda: running_workers(stage, 2), 120, "two pool workers running")
         started += workers
         named = {process: " ".join(process.cmdline()) for process in started}
-        dvc.kill()
-        dvc.wait()
+        dvc.send_signal(signum)  # to dvc alone, not its process group
+        dvc.wait(timeout=30)
         for process, command in named.items():
             wait_until(lambda p=process: not alive(p), 10, f"{process.pid} ({command}) ended")
     finally:
