@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_RAW
 from PIL import Image
 
 from signdigits.core.data import (
@@ -115,6 +118,55 @@ def test_decode_refuses_broken_files_naming_them(tmp_path, kind):
     assert "not a readable image" in str(info.value)
 
 
+def hand_photo_gray() -> np.ndarray:
+    """A real hand photo from data/raw as 8-bit grayscale (64 x 64), or a skip where data/raw is absent."""
+    photos = sorted((REAL_RAW / "3").glob("*.JPG"))[:1]
+    if not photos:
+        pytest.skip("data/raw is not checked out (dvc pull)")
+    with Image.open(photos[0]) as photo:
+        return np.asarray(photo.convert("L").resize((64, 64)))
+
+
+def test_a_16_bit_photo_reads_like_its_8_bit_copy(tmp_path):
+    gray = hand_photo_gray()
+    eight, sixteen = tmp_path / "hand8.png", tmp_path / "hand16.png"
+    Image.fromarray(gray).save(eight)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I;16") or Image.open(sixteen).mode == "I"
+    assert np.array_equal(decode_image(sixteen, SIZE), decode_image(eight, SIZE))
+    assert decode_image(sixteen, SIZE).std() > 10  # the hand, not a white square
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_32_bit_modes_are_scaled_by_their_range(tmp_path, mode):
+    """I holds 16-bit values (0..65535) and F floats in 0..1: both read like the 8-bit original."""
+    gray = hand_photo_gray()
+    values = gray.astype(np.int32) * 257 if mode == "I" else gray.astype(np.float32) / 255
+    path = tmp_path / f"hand_{mode}.tif"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == mode
+    original = tmp_path / "hand8.png"
+    Image.fromarray(gray).save(original)
+    assert np.array_equal(decode_image(path, SIZE), decode_image(original, SIZE))
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "IMG_9.JPG"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes: decode_image must not
+    with pytest.raises(PipelineError, match="not a regular file") as info:
+        decode_image(fifo, SIZE)
+    assert str(fifo) in str(info.value)
+
+
+def test_an_image_between_the_bomb_warning_and_error_sizes_is_read_quietly(tmp_path, monkeypatch):
+    path = tmp_path / "IMG_8.png"
+    half_and_half((40, 40)).save(path)  # 1600 pixels: above a limit of 1000, below the error at twice that
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_left_white_right_black(decode_image(path, SIZE))
+
+
 # --- prepare on a synthetic tree ----------------------------------------------------------------
 
 
@@ -169,6 +221,18 @@ def test_prepare_skips_and_counts_bad_files(mixed_tree, tmp_path):
     assert metrics["images"] == 34
     files = set(load_prepared(out).files)
     assert "3/IMG_2003.JPG" not in files and "8/notes.txt" not in files
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_prepare_treats_a_fifo_as_a_bad_image(mixed_tree, tmp_path, policy):
+    os.mkfifo(mixed_tree / "2" / "IMG_2002.JPG")
+    out = tmp_path / "images.npz"
+    if policy == "fail":
+        with pytest.raises(PipelineError, match="IMG_2002.JPG: not a regular file"):
+            prepare(mixed_tree, out, PrepareParams(image_size=SIZE))
+        return
+    metrics = prepare(mixed_tree, out, PrepareParams(image_size=SIZE, on_bad_image="skip"))
+    assert metrics["skipped_files"] == 1 and "2/IMG_2002.JPG" not in set(load_prepared(out).files)
 
 
 def test_prepare_is_deterministic(mixed_tree, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import RunsOnUnpickle
+from helpers import RunsOnUnpickle, stage_env
 
+from signdigits.core import files
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
 
 OUTPUTS = (
@@ -242,6 +244,105 @@ def test_killed_training_leaves_earlier_outputs(repo, signum):
     assert repo.temporary_files() == []
 
 
+@pytest.mark.parametrize("under_dvc", [False, True], ids=["alone", "under-dvc-repro"])
+def test_the_interrupted_message_says_what_happened_to_the_outputs(repo, tmp_path, under_dvc):
+    """Alone, the earlier outputs stay; under `dvc repro` (DVC_STAGE set), DVC removed them before the stage ran."""
+    repo.set_params({"train_base.epochs": 10_000, "train_base.batch_size": 1})
+    env = {**stage_env(), **({"DVC_STAGE": "train_base", "DVC_ROOT": str(repo.path)} if under_dvc else {})}
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "stages/train_base.py"], cwd=repo.path, env=env, stderr=err)
+    try:
+        deadline = time.monotonic() + 90
+        while "epoch 1/10000" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    last = log.read_text().strip().splitlines()[-1]
+    expected = "dvc repro removed this stage's outputs" if under_dvc else "earlier outputs are left as they were"
+    assert last.startswith("interrupted: ") and expected in last, last
+
+
+# --- all or nothing -----------------------------------------------------------------------------
+
+FILL_AND_TRAIN = """
+set -e
+saved=$(mktemp -d)
+cp -a metrics/. "$saved"/
+mount -t tmpfs -o size=1m tmpfs metrics
+cp -a "$saved"/. metrics/
+dd if=/dev/zero of=metrics/filler bs=4096 2>/dev/null || true
+set +e
+python stages/train_base.py
+code=$?
+cp metrics/train_base.json "$1"/train_base.json
+ls -a metrics > "$1"/listing
+exit $code
+"""
+
+
+def test_a_full_disk_leaves_every_earlier_output(repo, tmp_path):
+    """metrics/ on a full 1 MB tmpfs: the metrics write fails, so neither model nor history changes either."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
+    probe = subprocess.run(["unshare", "-rm", "mount", "-t", "tmpfs", "tmpfs", str(tmp_path)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.decode().strip()}")
+    repo.set_params({"train_base.epochs": 3})  # other settings: every output would change
+    before = repo.snapshot()
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", FILL_AND_TRAIN, "sh", str(seen)],
+        cwd=repo.path, env=stage_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert error_lines == [f"error: {Path('metrics/train_base.json')}: the disk is full (No space left on device); "
+                           "free space there and rerun"], done.stderr  # fmt: skip
+    assert "Traceback" not in done.stderr
+    assert (seen / "train_base.json").read_text() == (repo.path / "metrics/train_base.json").read_text()
+    assert [name for name in (seen / "listing").read_text().split() if name.endswith(".tmp")] == []
+    assert repo.snapshot() == before  # the model and the history on the real disk: the old ones
+    assert repo.temporary_files() == []
+
+
+def test_outputs_are_renamed_together_or_not_at_all(tmp_path):
+    first, second = tmp_path / "model.pt", tmp_path / "metrics" / "model.json"
+    write_bytes_atomic(first, b"old model")
+    with pytest.raises(RuntimeError), files.outputs():
+        write_bytes_atomic(first, b"new model")
+        write_bytes_atomic(second, b"new metrics")
+        assert first.read_bytes() == b"old model"  # nothing is renamed before the end
+        raise RuntimeError("the stage fails after writing")
+    assert first.read_bytes() == b"old model" and not second.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["model.pt"]
+    with files.outputs():
+        write_bytes_atomic(first, b"draft")
+        write_bytes_atomic(first, b"new model")  # the last write of a file counts
+        write_bytes_atomic(second, b"new metrics")
+    assert (first.read_bytes(), second.read_bytes()) == (b"new model", b"new metrics")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["model.json", "model.pt"]
+
+
+def test_nothing_is_written_after_abandon(tmp_path, monkeypatch):
+    """Once the owner of the stage is gone, no output is renamed into place, inside outputs() or not."""
+    monkeypatch.setattr(files, "_abandoned", False)
+    target = tmp_path / "metrics.json"
+    write_bytes_atomic(target, b"old")
+    with pytest.raises(KeyboardInterrupt), files.outputs():
+        write_bytes_atomic(target, b"new")
+        files.abandon()
+    with pytest.raises(KeyboardInterrupt):
+        write_bytes_atomic(target, b"newer")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
 # --- atomic writes (unit) -----------------------------------------------------------------------
 
 
@@ -317,6 +418,19 @@ def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
         assert main([str(image), "--model", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and str(path) in err
+
+
+def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys):
+    from signdigits.predict import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    fifo = folder / "IMG_2.JPG"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for argument in (fifo, folder):  # given itself, or found in a folder
+        assert main([str(argument), "--model", str(model_file)]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {fifo}: not a regular file" in err
 
 
 def test_predict_cli_refuses_a_malicious_model(tmp_path):

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import itertools
 import re
 
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
 import pytest
 import torch
+from helpers import run, stage_env, venv_env
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
@@ -116,6 +126,7 @@ def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
         run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
 
 
+<<<<<<< HEAD
 def test_the_log_gives_the_runs_and_after_the_first_an_estimate_of_the_total(tiny_layout, caplog):
     model = TrainParams(hidden=(16,), seed=0)
     sweep = SweepParams(lr=(0.01, 0.02), batch_size=(16,), epochs=(1, 2), optimizer=("adam",), jobs=1, model=model)
@@ -127,3 +138,129 @@ def test_the_log_gives_the_runs_and_after_the_first_an_estimate_of_the_total(tin
     assert messages[1].startswith("sweep 1/4: run 1 lr 0.01 batch 16 epochs 2 adam")  # the longest first
     assert re.fullmatch(r"sweep: 4 runs; about \d+s in all, judged from the first run", messages[2])
     assert len([m for m in messages if "judged from the first run" in m]) == 1
+=======
+# --- process trees: no process outlives the one that started it (Linux: /proc, prctl) -----------
+
+LONG_SWEEP = {"exp2.lr": [0.01, 0.001], "exp2.epochs": [10_000], "exp2.batch_size": [1], "exp2.jobs": 2}
+SWEEP_STAGE = """stages:
+  sweep_exp2:
+    cmd: python stages/sweep_exp2.py
+    deps: [data/split/split.npz]
+    params: [exp2]
+    outs: [metrics/sweep.json: {cache: false}, plots/sweep/results.csv: {cache: false}]
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep_repo(tiny_repo_factory):
+    """A tiny repository, prepared and split, that DVC runs: dvc.yaml holds the sweep stage alone."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("process trees are watched on Linux only (docs/troubleshooting.md)")
+    repo = tiny_repo_factory("process_tree")
+    repo.run("prepare", check=True)
+    repo.run("split", check=True)
+    (repo.path / "dvc.yaml").write_text(SWEEP_STAGE)
+    run(["dvc", "init", "--no-scm", "-q"], cwd=repo.path)
+    repo.set_params(LONG_SWEEP)
+    return repo
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    """What the test started and a failure left running (psutil checks each pid was not reused)."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def running_workers(stage: psutil.Process, n: int) -> list[psutil.Process] | None:
+    """The stage's n worker processes once each has loaded torch (so its start-up hook has run), else None."""
+    try:
+        workers = [p for p in stage.children() if "spawn_main" in " ".join(p.cmdline())]
+        return workers if len(workers) == n and all(p.memory_info().rss > 100e6 for p in workers) else None
+    except psutil.NoSuchProcess:
+        return None
+
+
+def stage_under(root: psutil.Process) -> psutil.Process | None:
+    try:
+        return next((p for p in root.children(recursive=True) if "stages/sweep_exp2.py" in p.cmdline()), None)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("shell", ["/bin/bash", "dash"])
+def test_ending_dvc_ends_the_stage_and_its_workers_with_nothing_written(sweep_repo, tmp_path, shell, signum):
+    """bash execs the stage (dvc is its parent), dash does not (dvc is its grandparent): both are watched.
+
+    dvc's SIGTERM alone once left the stage running, to overwrite a later run's results when it finished.
+    """
+    shell_path = shutil.which(shell)
+    if shell_path is None:
+        pytest.skip(f"{shell} is not installed")
+    log = tmp_path / "dvc.log"
+    env = {**venv_env(), **stage_env(), "SHELL": shell_path, "PATH": venv_env()["PATH"]}
+    with open(log, "w") as out:
+        dvc = subprocess.Popen(["dvc", "repro", "--force"], cwd=sweep_repo.path, env=env, stdout=out, stderr=out)
+    tree, started = psutil.Process(dvc.pid), []
+    try:
+        stage = wait_until(lambda: stage_under(tree), 60, "the stage started")
+        started.append(stage)
+        workers = wait_until(lambda: running_workers(stage, 2), 120, "two pool workers running")
+        started += workers
+        named = {process: " ".join(process.cmdline()) for process in started}
+        dvc.send_signal(signum)  # to dvc alone, not its process group
+        dvc.wait(timeout=30)
+        for process, command in named.items():
+            wait_until(lambda p=process: not alive(p), 10, f"{process.pid} ({command}) ended")
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started += tree.children(recursive=True)
+        kill_all([tree, *started])
+    text = log.read_text()
+    assert f"interrupted: dvc (pid {dvc.pid}) has ended, so this stage stopped without writing its outputs" in text
+    assert not (sweep_repo.path / "metrics/sweep.json").exists()
+    assert not (sweep_repo.path / "plots/sweep/results.csv").exists()
+    assert sweep_repo.temporary_files() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("backend", ["processes", "dask"])
+def test_ending_the_stage_ends_its_workers(sweep_repo, backend, signum):
+    """SIGKILL: no handler of the stage runs, the kernel ends the workers; SIGTERM: the stage ends them, exit 130."""
+    if backend == "dask":
+        pytest.importorskip("distributed")
+    repo = sweep_repo.copy_to(sweep_repo.path.parent / f"kill_{backend}_{signum.name}")
+    repo.set_params({"exp2.backend": backend})
+    stage = repo.popen("sweep_exp2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        workers = wait_until(lambda: running_workers(psutil.Process(stage.pid), 2), 120, "two workers running")
+        stage.send_signal(signum)
+        assert stage.wait(timeout=15) == (130 if signum == signal.SIGTERM else -signal.SIGKILL)
+        for process in workers:
+            wait_until(lambda p=process: not alive(p), 10, f"worker {process.pid} ended")
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers = workers or psutil.Process(stage.pid).children(recursive=True)
+        stage.kill()
+        stage.wait()
+        kill_all(workers)
+>>>>>>> h-procs

@@ -86,7 +86,8 @@ def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:
     images, problems = [], []
     for path in arguments:
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # not only regular files: a FIFO named like an image is reported (not a regular file), not skipped
+            inside = sorted(p for p in path.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
             images += inside
             if not inside:
                 problems.append(Problem(str(path), f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})"))

@@ -1,7 +1,8 @@
 """The one error boundary of every stage and command: logging, signals, user errors without a traceback.
 
 Exit codes: 0 done, 2 a PipelineError (one line on stderr, nothing half-written), 130 interrupted
-or terminated; commands may return their own (predict and review document theirs).
+or terminated, or the `dvc` that ran the stage has ended; commands may return their own (predict and
+review document theirs). A stage writes its outputs all together at its end (files.outputs).
 """
 
 from __future__ import annotations
@@ -10,15 +11,42 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from signdigits.core.errors import PipelineError
 
+GRACE_S = 3  # after its dvc ended, the stage unwinds (temporary files removed) or is ended this much later
+_dvc_ended: int | None = None  # the pid of the dvc that ran this stage, once it has ended
+_reported = threading.Event()  # the interruption was reported
+
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so half-written temporary files are removed
+
+
+def _interrupted_note() -> str:
+    if _dvc_ended is not None:
+        return f"dvc (pid {_dvc_ended}) has ended, so this stage stopped without writing its outputs"
+    if os.environ.get("DVC_STAGE"):
+        return "dvc repro removed this stage's outputs before running it; `dvc repro` makes them again"
+    return "earlier outputs are left as they were"
+
+
+def _stop_without_dvc(pid: int) -> None:
+    """From the watcher thread: nothing is written any more; the main thread unwinds, or the process ends."""
+    global _dvc_ended
+    from signdigits.core import files
+
+    files.abandon()
+    _dvc_ended = pid
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(GRACE_S)
+    if not _reported.is_set():  # the main thread did not get to say it (a long call of a library)
+        print(f"interrupted: {_interrupted_note()}", file=sys.stderr)
+    os._exit(130)
 
 
 def run_command(body: Callable[[], int | None]) -> int:
@@ -31,7 +59,8 @@ def run_command(body: Callable[[], int | None]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: earlier outputs are left as they were", file=sys.stderr)
+        print(f"interrupted: {_interrupted_note()}", file=sys.stderr)
+        _reported.set()
         return 130
 
 
@@ -42,15 +71,19 @@ def run_stage(main: Callable[..., object]) -> None:
     """
 
     def body():
+        from signdigits.core import lifeline
         from signdigits.core.kernels import pin_cpu_kernels
         from signdigits.core.params import load_params, stage_requirements
 
+        if os.environ.get("DVC_STAGE") or os.environ.get("DVC_ROOT"):
+            lifeline.watch_dvc(_stop_without_dvc)
         started = time.perf_counter()
         params = load_params(require=stage_requirements(Path(sys.argv[0]).stem))
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
-        code = main(params)
+        with files.outputs():
+            code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(
             "timing %s: start-up %s, work %.2fs, writing %.2fs",

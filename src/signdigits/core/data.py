@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +31,21 @@ _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last number in a file name: IMG_11
 def decode_image(path: Path, image_size: int) -> np.ndarray:
     """Any image file Pillow reads (JPEG, PNG, RGBA, CMYK, grayscale, any size) -> uint8 square.
 
-    Transparent pixels become white, the EXIF orientation is applied, a non-square image is
-    centre-cropped. Raises PipelineError naming the file if it is not a complete image.
+    Transparent pixels become white, the EXIF orientation is applied, 16-bit and float pixels are
+    scaled by their format's range, a non-square image is centre-cropped. Raises PipelineError naming
+    the file if it is not a complete image (or not a regular file, which is never opened).
     """
     from PIL import Image, ImageOps
 
+    _require_regular_file(path)
     try:
-        with Image.open(path) as image:
+        # below the error size (twice the warning size) an image is read, without a warning's dump
+        with (
+            warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
+            Image.open(path) as image,
+        ):
             image.load()  # decodes now, so a truncated file fails here and not later
-            image = ImageOps.exif_transpose(image)
+            image = _as_8_bits(ImageOps.exif_transpose(image))
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
@@ -47,6 +56,31 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
     left, top = (gray.width - side) // 2, (gray.height - side) // 2
     square = gray.crop((left, top, left + side, top + side))
     return np.asarray(square.resize((image_size, image_size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def _require_regular_file(path: Path) -> None:
+    """A FIFO, device or socket would block or never end: refused before anything opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise PipelineError(f"{path}: not a readable image ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{path}: not a regular file (a FIFO, device or socket is not read)")
+
+
+def _as_8_bits(image):
+    """16-bit and float grayscale to 8 bits by the format's range, not the image's (Pillow's convert clips at 255).
+
+    I;16*: 0..65535 (divided by 257, so a 16-bit copy reads like its 8-bit original); I: the same
+    16-bit range, the depth PNG, PGM and TIFF files open with in that mode; F: 0..1, float images' range.
+    """
+    from PIL import Image
+
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    full_scale = 1.0 if image.mode == "F" else 65535.0
+    scaled = np.asarray(image, dtype=np.float64) * (255.0 / full_scale)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # uint8: mode L
 
 
 def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
@@ -60,7 +94,8 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
     for folder in folders:
         if not re.fullmatch(r"[0-9]", folder.name):
             raise PipelineError(f"{folder}: label folder is not a digit 0-9")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        # not only regular files: a FIFO or device here is a bad image, failed or skipped (on_bad_image)
+        files = sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
         if not files:
             raise PipelineError(f"{folder}: digit folder holds no images")
         found += [(path, int(folder.name)) for path in files]

@@ -2,16 +2,21 @@
 
 Every output of the pipeline goes through `write_bytes_atomic`: the bytes land in a temporary
 file beside the target, are flushed to disk, then renamed over it. A stage that fails or is
-killed therefore leaves either the previous file or none, never half of one.
+killed therefore leaves either the previous file or none, never half of one. Inside `outputs()`
+(every stage runs in one) the renames wait for the end, so a stage's files change all together
+or not at all; after `abandon()` nothing is renamed any more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,26 +31,81 @@ FORMAT_VERSION = 3  # 2: the final model file carries its familiarity check; 3: 
 
 
 seconds_writing = 0.0  # spent in write_bytes_atomic by this process: the stage timing line reports it
+_pending: dict[Path, Path] | None = None  # target -> its written temporary file, inside outputs()
+_rename_lock = threading.Lock()  # abandon() and the renames exclude each other
+_abandoned = False
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write data beside path and rename it over path: now, or at the end of the enclosing outputs()."""
     global seconds_writing
     started = time.perf_counter()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _disk_full(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+        if _pending is None:
+            _rename({path: Path(tmp)})
+        else:
+            earlier = _pending.pop(path, None)
+            if earlier is not None:  # written twice: the last one counts
+                earlier.unlink()
+            _pending[path] = Path(tmp)
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _disk_full(path, e) from None
         raise
     seconds_writing += time.perf_counter() - started
     return path
+
+
+@contextlib.contextmanager
+def outputs():
+    """Hold back the renames of every write inside until the block ends; on any failure, rename none."""
+    global _pending
+    if _pending is not None:  # nested: the outer block commits
+        yield
+        return
+    _pending = {}
+    try:
+        yield
+        _rename(_pending)
+    finally:
+        for tmp in _pending.values():
+            tmp.unlink(missing_ok=True)
+        _pending = None
+
+
+def abandon() -> None:
+    """No output of this process is renamed into place after this returns (its owner is gone)."""
+    global _abandoned
+    with _rename_lock:
+        _abandoned = True
+
+
+def _rename(written: dict[Path, Path]) -> None:
+    with _rename_lock:
+        if _abandoned:
+            raise KeyboardInterrupt  # unwinds like SIGTERM: temporary files removed, exit 130
+        for target, tmp in list(written.items()):
+            os.replace(tmp, target)
+            del written[target]
+
+
+def _disk_full(path: Path, error: OSError) -> OSError | PipelineError:
+    """A full disk or quota as the one-line message naming the file; other OS errors unchanged."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PipelineError(f"{path}: the disk is full ({error.strerror}); free space there and rerun")
+    return error
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signdigits.core import lifeline
 from signdigits.core.data import DIGITS, load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
@@ -44,6 +46,7 @@ RESULT_COLUMNS = (
 )
 
 CONNECT_TIMEOUT_S = 5  # to a Dask scheduler; Dask's own default (30 s) is long to wait for a typo
+ANSWER_TIMEOUT_S = 2  # once connected: a scheduler answers in milliseconds, another service never
 DASK_WORKER_COMMAND = f"{describe_env(PORTABLE_ENV)} dask worker <scheduler address> --nthreads 1"
 
 
@@ -192,11 +195,19 @@ def _in_processes(sweep: SweepParams, runs: int):
     jobs = min(sweep.jobs, runs)
     log.info("sweep: %d runs in %d processes of %d thread(s)", runs, jobs, sweep.threads_per_job)
     # spawn, not fork: a forked child of a process that already started torch's thread pool can hang
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=lifeline.die_with_parent,  # even a SIGKILL of the stage ends its workers
+        initargs=(os.getpid(),),
+    )
     try:
         yield lambda *task: pool.submit(train_config, *task), wait_local, lambda: 2 * jobs
+    except BaseException:
+        lifeline.end_children()  # a failed or interrupted sweep does not wait for the runs already started
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, only the runs already started finish
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_here(*task) -> Future:
@@ -229,18 +240,18 @@ def _on_dask(sweep: SweepParams, runs: int):
                 processes=True,
                 dashboard_address=":0",
                 silence_logs=logging.CRITICAL,  # a failed run is reported by the stage, with its config
+                preload=[lifeline.__name__],  # its dask_setup: the workers die with this process, SIGKILL included
+                env={lifeline.PARENT_ENV: str(os.getpid())},
             )
             stack.enter_context(cluster)
             address, where = cluster.scheduler_address, "a local Dask cluster"
         else:
             where = "the Dask scheduler from DASK_SCHEDULER_ADDRESS or the Dask config"
+            _require_scheduler(address, where)
         try:
             client = stack.enter_context(Client(address, timeout=CONNECT_TIMEOUT_S))
         except (OSError, ValueError) as e:
-            raise PipelineError(
-                f"{where}, {address}, cannot be reached ({e}); start it (`dask scheduler`) and its workers, "
-                "or unset DASK_SCHEDULER_ADDRESS to run on a local cluster"
-            ) from None
+            raise _unreachable(where, address, str(e)) from None
 
         def window() -> int:  # follows workers that join or leave
             return 2 * max(sum(client.nthreads().values()), 1)
@@ -250,7 +261,49 @@ def _on_dask(sweep: SweepParams, runs: int):
         if not workers:
             log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
                         DASK_WORKER_COMMAND)  # fmt: skip
-        yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
+        try:
+            yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
+        except BaseException:
+            lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
+            raise
+
+
+def _require_scheduler(address: str, where: str) -> None:
+    """Ask the address who it is, within seconds: a Client waits forever on a listener that never answers."""
+    import asyncio
+    import socket
+
+    from distributed.comm import connect, parse_address, parse_host_port
+
+    async def identity() -> object:
+        comm = await connect(address, timeout=CONNECT_TIMEOUT_S)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    answer_within = CONNECT_TIMEOUT_S
+    try:
+        scheme, location = parse_address(address)
+        if scheme == "tcp":  # refused at once, where Dask would retry until its timeout
+            socket.create_connection(parse_host_port(location), timeout=CONNECT_TIMEOUT_S).close()
+            answer_within = ANSWER_TIMEOUT_S
+        reply = asyncio.run(asyncio.wait_for(identity(), answer_within))
+    except TimeoutError:  # before OSError, its base class
+        raise _unreachable(where, address, f"no Dask answer within {answer_within} s") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise _unreachable(where, address, str(e) or type(e).__name__) from None
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        raise _unreachable(where, address, f"it answers, but as {kind or 'something else'}, not a Dask scheduler")
+
+
+def _unreachable(where: str, address: str, reason: str) -> PipelineError:
+    return PipelineError(
+        f"{where}, {address}, cannot be reached ({reason}); start it (`dask scheduler`) and its workers, "
+        "or unset DASK_SCHEDULER_ADDRESS to run on a local cluster"
+    )
 
 
 def pick_winner(rows: list[dict]) -> dict:
