@@ -8,8 +8,6 @@ import dataclasses
 import io
 import itertools
 import re
-
-
 import shutil
 import signal
 import subprocess
@@ -126,7 +124,6 @@ def test_a_failing_run_stops_the_sweep_with_its_config(tiny_layout):
         run_sweep(sweep, Runtime(device="cpu", threads=1), load_sweep_data())
 
 
-<<<<<<< HEAD
 def test_the_log_gives_the_runs_and_after_the_first_an_estimate_of_the_total(tiny_layout, caplog):
     model = TrainParams(hidden=(16,), seed=0)
     sweep = SweepParams(lr=(0.01, 0.02), batch_size=(16,), epochs=(1, 2), optimizer=("adam",), jobs=1, model=model)
@@ -138,7 +135,8 @@ def test_the_log_gives_the_runs_and_after_the_first_an_estimate_of_the_total(tin
     assert messages[1].startswith("sweep 1/4: run 1 lr 0.01 batch 16 epochs 2 adam")  # the longest first
     assert re.fullmatch(r"sweep: 4 runs; about \d+s in all, judged from the first run", messages[2])
     assert len([m for m in messages if "judged from the first run" in m]) == 1
-=======
+
+
 # --- process trees: no process outlives the one that started it (Linux: /proc, prctl) -----------
 
 LONG_SWEEP = {"exp2.lr": [0.01, 0.001], "exp2.epochs": [10_000], "exp2.batch_size": [1], "exp2.jobs": 2}
@@ -263,4 +261,3 @@ def test_ending_the_stage_ends_its_workers(sweep_repo, backend, signum):
         stage.kill()
         stage.wait()
         kill_all(workers)
->>>>>>> h-procs
