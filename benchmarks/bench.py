@@ -207,10 +207,12 @@ def end_to_end(scratch: Path, rev: str, parts: set[str]) -> dict:
 def report(r: dict) -> None:
     print(f"\n{r['machine']['cpu']}, {r['machine']['threads']} threads, torch {torch.__version__}, "
           f"load average {r['machine']['load_start']} -> {r['machine']['load_end']}")  # fmt: skip
-    print(f"\n1. engine, exp1 network ({N_TRAIN} train + {N_VAL} val images), median epoch after the first")
+    if "engine" in r:
+        print(f"\n1. engine, exp1 network ({N_TRAIN} train + {N_VAL} val images), median epoch after the first")
     for batch, row in r.get("engine", {}).items():
         print(f"   batch {batch:>3}: {row['seconds_per_epoch']:.3f} s/epoch, matmul share {row['matmul_share']:.0%}")
-    print(f"\n2. fixed costs per process, median of {r['repeat']}")
+    if "fixed_costs" in r:
+        print(f"\n2. fixed costs per process, median of {r['repeat']}")
     for name, seconds in r.get("fixed_costs", {}).items():
         print(f"   {name:<42} {seconds:6.2f} s")
     e2e = r.get("e2e")
