@@ -21,19 +21,9 @@ try:
 except ImportError:  # a torch without the functional API
     _adam = _sgd = None
 
-_ADAM_ARGS = {"amsgrad", "beta1", "beta2", "lr", "weight_decay", "eps", "maximize", "foreach", "capturable",
-              "differentiable", "fused", "decoupled_weight_decay", "has_complex"}  # fmt: skip
-_SGD_ARGS = {
-    "weight_decay",
-    "momentum",
-    "lr",
-    "dampening",
-    "nesterov",
-    "maximize",
-    "has_sparse_grad",
-    "foreach",
-    "fused",
-}
+_ADAM_ARGS = set("amsgrad beta1 beta2 lr weight_decay eps maximize foreach capturable differentiable fused "
+                 "decoupled_weight_decay has_complex".split())  # fmt: skip
+_SGD_ARGS = set("weight_decay momentum lr dampening nesterov maximize has_sparse_grad foreach fused".split())
 
 
 def functional_api_available() -> bool:
