@@ -12,6 +12,7 @@ import pytest
 from helpers import REAL_RAW
 from PIL import Image
 
+from signdigits.core import data
 from signdigits.core.data import (
     PARTS,
     decode_image,
@@ -247,6 +248,25 @@ def test_prepared_file_carries_the_format_version(mixed_tree, tmp_path):
     prepare(mixed_tree, out, PrepareParams(image_size=SIZE))
     with np.load(out) as npz:
         assert int(npz["format_version"]) == FORMAT_VERSION
+
+
+@pytest.mark.parametrize("on_bad_image", ["fail", "skip"])
+def test_prepare_in_a_process_pool_gives_the_same_file_in_the_same_order(
+    mixed_tree, tmp_path, monkeypatch, on_bad_image
+):
+    (mixed_tree / "8" / "IMG_2008.JPG").write_bytes(b"garbage")
+    (mixed_tree / "9" / "IMG_2009.JPG").write_bytes(b"garbage too")
+    outcomes = []
+    for pool_from in (10**9, 1):  # in this process, then in a pool however few the images
+        monkeypatch.setattr(data, "_POOL_MIN_IMAGES", pool_from)
+        out = tmp_path / f"{pool_from}.npz"
+        try:
+            outcomes.append((prepare(mixed_tree, out, PrepareParams(image_size=SIZE, on_bad_image=on_bad_image)),
+                             out.read_bytes()))  # fmt: skip
+        except PipelineError as e:
+            outcomes.append(str(e))
+    assert outcomes[0] == outcomes[1]
+    assert "IMG_2008.JPG" in str(outcomes[0]) if on_bad_image == "fail" else outcomes[0][0]["skipped_files"] == 2
 
 
 # --- the raw layout -----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ import torch
 from signdigits.core.errors import PipelineError
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import Augment, Runtime, TrainParams
-from signdigits.training.engine import Split, _epoch_order, augment, evaluate, setup_runtime, train
+from signdigits.training import optim
+from signdigits.training.engine import Split, _epoch_order, augment, evaluate, make_scheduler, setup_runtime, train
 from signdigits.training.model import Classifier
 from signdigits.training.model_file import model_bytes
 
@@ -289,6 +292,87 @@ def test_augmented_training_differs_from_plain():
 
 
 # --- devices ------------------------------------------------------------------------------------
+
+
+# torch.optim's arithmetic through training.optim (no torch._dynamo import): bit for bit, every setting the engine uses
+OPTIMIZER_SETTINGS = [
+    ("adam", 0.0, 0.0, None),
+    ("adam", 1e-4, 0.0, "onecycle"),
+    ("adamw", 0.01, 0.0, "onecycle"),
+    ("adamw", 1e-4, 0.0, "cosine"),
+    ("sgd", 0.0, 0.0, "step"),
+    ("sgd", 1e-4, 0.9, None),
+    ("sgd", 5e-4, 0.9, "onecycle"),
+]
+
+
+def _train_steps(make, scheduler: str | None, steps: int = 300) -> list[torch.Tensor]:
+    """`steps` steps of a small net on random data, as the engine steps (onecycle every batch, the others every 10)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    optimizer = make(net.parameters())
+    cfg = config(scheduler=scheduler or "none", epochs=steps // 10, step_size=5, gamma=0.5, lr=0.01)
+    sched = make_scheduler(cfg, optimizer, 10) if scheduler else None
+    for step in range(steps):
+        batch = torch.arange(step % 8 * 8, step % 8 * 8 + 8)
+        loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if sched is not None and (scheduler == "onecycle" or step % 10 == 9):
+            sched.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("fast", [{"fused": True}, {"foreach": True}], ids=["fused", "foreach"])
+@pytest.mark.parametrize("name, weight_decay, momentum, scheduler", OPTIMIZER_SETTINGS)
+def test_optimizer_matches_torch_optim_bit_for_bit(name, weight_decay, momentum, scheduler, fast):
+    """Fails the day a torch upgrade makes training.optim's arithmetic differ from torch.optim's."""
+    if not optim.functional_api_available():
+        pytest.skip("this torch lacks the functional optimizers: make() returns torch.optim's (see the next test)")
+    lr = 0.01
+
+    def ours(params):
+        made = optim.make(name, params, lr, weight_decay, momentum, fast)
+        assert type(made).__module__ == "signdigits.training.optim"
+        return made
+
+    def torch_optim(params):
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, weight_decay=weight_decay, **fast)
+
+    expected, got = _train_steps(torch_optim, scheduler), _train_steps(ours, scheduler)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert not torch.equal(expected[0], _train_steps(torch_optim, scheduler, steps=10)[0])  # it did train
+
+
+@pytest.mark.parametrize("name, expected", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
+def test_optimizer_falls_back_to_torch_optim_without_the_functional_api(monkeypatch, name, expected):
+    monkeypatch.setattr(optim, "_adam", None)
+    assert not optim.functional_api_available()
+    made = optim.make(name, torch.nn.Linear(2, 2).parameters(), 0.01, 0.0, 0.9, {"foreach": True})
+    assert type(made) is getattr(torch.optim, expected)
+
+
+def test_training_does_not_import_the_compiler_stack():
+    """torch.optim's classes import torch._dynamo (about 1 s a process); the engine's optimizers must not."""
+    code = (
+        "import sys, torch\n"
+        "from signdigits.training.engine import Split, train\n"
+        "from signdigits.core.params import TrainParams\n"
+        "x = Split(torch.rand(16, 64), torch.arange(16) % 2)\n"
+        "for opt in ('adam', 'adamw', 'sgd'):\n"
+        "    cfg = TrainParams(hidden=(8,), optimizer=opt, epochs=2, batch_size=8, scheduler='onecycle')\n"
+        "    train(cfg, x, x, [0, 1])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'torch._inductor'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if optim.functional_api_available():
+        assert done.stdout.strip() == "[]"
 
 
 def _has_mps() -> bool:

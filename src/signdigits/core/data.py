@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from signdigits.core import paths
+from signdigits.core import lifeline, paths
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import read_arrays, write_arrays
+from signdigits.core.limits import usable_cores
 from signdigits.core.params import PrepareParams, SplitParams
 
 log = logging.getLogger(__name__)
@@ -132,13 +133,14 @@ def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
     """Decode every raw image; write pixels, labels, signers and file names; return the metrics."""
     entries = list_raw_images(raw_dir)
     pixels, labels, files, skipped = [], [], [], []
-    for path, digit in entries:
-        try:
-            pixels.append(decode_image(path, params.image_size))
-        except PipelineError as e:
+    decoded = _decode_all([path for path, _ in entries], params.image_size)
+    for (path, digit), (array, error) in zip(entries, decoded, strict=True):
+        if error is None:
+            pixels.append(array)
+        else:
             if params.on_bad_image == "fail":
-                raise PipelineError(f"{e}\n(set prepare.on_bad_image: skip to leave such files out)") from None
-            log.warning("skipped: %s", e)
+                raise PipelineError(f"{error}\n(set prepare.on_bad_image: skip to leave such files out)")
+            log.warning("skipped: %s", error)
             skipped.append(path.relative_to(raw_dir).as_posix())
             continue
         labels.append(digit)
@@ -156,6 +158,26 @@ def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
         "image_size": params.image_size,
         "skipped_files": len(skipped),
     }
+
+
+def _decode_all(paths: list[Path], image_size: int) -> list[tuple[np.ndarray | None, str | None]]:
+    """(pixels, None) or (None, error) per path, in order; decoded in a pool of the usable cores when it pays."""
+    cores = usable_cores()
+    if cores < 2 or len(paths) < _POOL_MIN_IMAGES:
+        return [_decode_or_error(path, image_size) for path in paths]
+    with lifeline.process_pool(cores) as pool:  # the workers import PIL and numpy only
+        chunk = -(-len(paths) // (cores * 8))
+        return list(pool.map(_decode_or_error, paths, [image_size] * len(paths), chunksize=chunk))
+
+
+_POOL_MIN_IMAGES = 256  # below this, starting the workers costs more than they save
+
+
+def _decode_or_error(path: Path, image_size: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return decode_image(path, image_size), None
+    except PipelineError as e:
+        return None, str(e)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 - `die_with_parent(parent)`, run first in every worker process (the initializer of a process pool,
   `dask_setup` for a local Dask cluster's workers): the kernel kills the worker when its parent
   ends, SIGKILL included (Linux prctl PR_SET_PDEATHSIG); a polling thread does it elsewhere.
+- `process_pool(workers)`: a process pool whose workers do that, killed at once on a failure.
 - `end_children()`: kill this process's worker processes now, where waiting for them would hang.
 - `watch_dvc(then)`: in a stage that `dvc repro` runs, call then(pid) once that dvc process has ended.
   It needs /proc (Linux); elsewhere the stage is not watched (docs/troubleshooting.md says what holds).
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -18,7 +20,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 PARENT_ENV = "SIGNDIGITS_PARENT_PID"  # tells a Dask worker process which process it must not outlive
@@ -34,6 +37,28 @@ def die_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # it died before the kernel was told to watch it
         os._exit(1)
     _when(lambda: os.getppid() != parent, lambda: os._exit(1))  # where prctl is missing
+
+
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """`workers` spawned processes that die with this one; a failure or an interruption kills them at once.
+
+    spawn, not fork: a forked child of a process that already started torch's thread pool can hang, and a
+    spawned one inherits the environment (the CPU-kernel pin) and nothing else.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,  # even a SIGKILL of this process ends its workers
+        initargs=(os.getpid(),),
+    )
+    try:
+        yield pool
+    except BaseException:
+        end_children()  # do not wait for the work already started
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def dask_setup(worker) -> None:

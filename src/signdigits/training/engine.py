@@ -25,6 +25,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import Runtime, TrainParams
+from signdigits.training import optim
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import MLP, Arch, Classifier
 
@@ -227,12 +228,12 @@ def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torc
 
 
 def make_optimizer(cfg: TrainParams, parameters, device: torch.device) -> torch.optim.Optimizer:
-    """Fused kernels where this torch has them for the device (one kernel per step), else foreach."""
+    """Fused kernels where this torch has them for the device (one kernel per step), else foreach.
+
+    Built by training.optim: torch.optim's arithmetic without its import of the compiler stack.
+    """
     fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
-    optimizer_class = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_class(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+    return optim.make(cfg.optimizer, parameters, cfg.lr, cfg.weight_decay, cfg.momentum, fast)
 
 
 def make_scheduler(cfg: TrainParams, optimizer, batches_per_epoch: int):

@@ -14,7 +14,7 @@ images' scale so that none dominates:
   energy of the raw pixels): their Mahalanobis distance. The network standardises every image, so
   the first two cannot see exposure, and blur hides in them.
 On shifted and re-backgrounded validation photos this sum flagged every shift and the fewest right
-answers among the combinations tried (benchmarks/choose_familiarity.py).
+answers among the combinations tried (studies/choose_familiarity.py).
 
 The threshold is a percentile of the validation photos' scores, kept with the check, so that
 changing the percentile never retrains anything: predict and evaluate apply it.

@@ -13,11 +13,10 @@ import dataclasses
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_local
 from dataclasses import dataclass
 
@@ -194,20 +193,8 @@ def _in_processes(sweep: SweepParams, runs: int):
         return
     jobs = min(sweep.jobs, runs)
     log.info("sweep: %d runs in %d processes of %d thread(s)", runs, jobs, sweep.threads_per_job)
-    # spawn, not fork: a forked child of a process that already started torch's thread pool can hang
-    pool = ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=lifeline.die_with_parent,  # even a SIGKILL of the stage ends its workers
-        initargs=(os.getpid(),),
-    )
-    try:
+    with lifeline.process_pool(jobs) as pool:
         yield lambda *task: pool.submit(train_config, *task), wait_local, lambda: 2 * jobs
-    except BaseException:
-        lifeline.end_children()  # a failed or interrupted sweep does not wait for the runs already started
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_here(*task) -> Future:

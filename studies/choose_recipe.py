@@ -21,10 +21,10 @@ TOLERANCE below the baseline's; 0.5 points is about one standard error of a 5-fo
 
 Run from the repository root on the prepared arrays (`dvc repro split` makes them):
 
-    PYTHONPATH=src nice -n 10 python benchmarks/choose_recipe.py               # every candidate
-    PYTHONPATH=src python benchmarks/choose_recipe.py --only NAME,NAME --seeds 3  # redo some rows
+    PYTHONPATH=src nice -n 10 python studies/choose_recipe.py               # every candidate
+    PYTHONPATH=src python studies/choose_recipe.py --only NAME,NAME --seeds 3  # redo some rows
 
-It prints the table and writes it to benchmarks/recipe_search.json (--only keeps the file's other
+It prints the table and writes it to studies/recipe_search.json (--only keeps the file's other
 rows). On one thread: about 6 minutes for the baseline, 15-45 s for each other candidate, about
 25 minutes in all.
 """
@@ -158,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (default 1)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/recipe_search.json"))
+    parser.add_argument("--out", type=Path, default=Path("studies/recipe_search.json"))
     args = parser.parse_args()
     cpu = setup_runtime(Runtime(device="cpu", threads=1))
     prepared = load_prepared(paths.PREPARED)

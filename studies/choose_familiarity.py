@@ -19,9 +19,9 @@ that flags the fewest right answers.
 Run from the repository root after `dvc repro train_best` (it reads the arrays and the final model:
 its network's answers and its check; about 10 s):
 
-    PYTHONPATH=src python benchmarks/choose_familiarity.py
+    PYTHONPATH=src python studies/choose_familiarity.py
 
-It prints the table and writes it to benchmarks/familiarity_search.json.
+It prints the table and writes it to studies/familiarity_search.json.
 """
 
 from signdigits.core.kernels import pin_cpu_kernels
@@ -46,7 +46,7 @@ from signdigits.training.inputs import to_inputs  # noqa: E402
 from signdigits.training.model_file import load_model  # noqa: E402
 
 MIN_FLAGGED = 0.9
-OUT = Path("benchmarks/familiarity_search.json")
+OUT = Path("studies/familiarity_search.json")
 
 
 def _each(pixels: np.ndarray, transform: Callable[[Image.Image], Image.Image]) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""prepare at phone-photo size: photos per second through prepare's decoding, and what JPEG draft would add.
+
+    PYTHONPATH=src python benchmarks/prepare_photos.py [--photos 60] [--rounds 3]
+
+Makes `--photos` JPEGs of 4032x3024 (what a phone takes) in a temporary folder, from shipped photos
+upscaled with jitter (turn, shift, brightness, noise), and never keeps them. Then times
+core.data._decode_all on them in four ways, interleaved `--rounds` times (medians): one process
+(before), prepare's process pool of the usable cores (after), and each with Pillow's JPEG draft
+mode (decoding at 1/2..1/8 scale, still 4x the target size). prepare does not use draft: it
+changes up to 65 pixels by one level on each of the three shipped photos of 3024x3024, at any scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from signdigits.core import data
+from signdigits.core.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PHONE = (4032, 3024)
+DRAFT_MARGIN = 4  # draft only where the photo stays at least this many times the target size
+_open, _decode_or_error = Image.open, data._decode_or_error
+
+
+def _draft_decode(path: Path, size: int):
+    """prepare's per-photo work with JPEG draft (also in pool workers, which import this module afresh)."""
+
+    def open_drafted(fp, *args, **kwargs):
+        image = _open(fp, *args, **kwargs)
+        reduce = min(image.size) // (DRAFT_MARGIN * size)
+        if reduce >= 2:
+            image.draft(image.mode, (image.width // reduce, image.height // reduce))
+        return image
+
+    Image.open = open_drafted
+    try:
+        return _decode_or_error(path, size)
+    finally:
+        Image.open = _open
+
+
+WAYS = {  # name -> (prepare's pool from this many images, per-photo work)
+    "one process (before)": (10**9, _decode_or_error),
+    "process pool (after, prepare)": (1, _decode_or_error),
+    "one process, JPEG draft": (10**9, _draft_decode),
+    "process pool + JPEG draft": (1, _draft_decode),
+}
+
+
+def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` phone-size JPEGs from shipped photos: upscaled, shifted, brightened and noised at random."""
+    rng = np.random.default_rng(seed)
+    sources = sorted((REPO / "data/raw").glob("*/*"))
+    paths = []
+    for i, source in enumerate(rng.choice(sources, size=count, replace=False)):
+        with Image.open(source) as image:
+            small = image.convert("RGB").rotate(rng.uniform(-8, 8), translate=tuple(rng.integers(-4, 5, 2)))
+        big = np.asarray(small.resize(PHONE, Image.Resampling.BICUBIC), dtype=np.float32) * rng.uniform(0.8, 1.2)
+        big += rng.normal(0, 4, size=(PHONE[1] // 8, PHONE[0] // 8, 1)).repeat(8, 0).repeat(8, 1)
+        path = folder / f"IMG_{i:04d}.JPG"
+        Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = load_params(REPO / "params.yaml").prepare.image_size
+    seconds = {name: [] for name in WAYS}
+    shipped = {name: [] for name in list(WAYS)[:2]}
+    raw = [path for path, _ in data.list_raw_images(REPO / "data/raw")]
+    with tempfile.TemporaryDirectory(prefix="signdigits-photos-") as tmp:
+        paths = make_photos(Path(tmp), args.photos)
+        arrays = {}
+        for _ in range(args.rounds):
+            for name, (pool_from, _decode) in list(WAYS.items())[:2]:  # the shipped photos, as prepare reads them
+                data._POOL_MIN_IMAGES, data._decode_or_error = pool_from, _decode_or_error
+                started = time.perf_counter()
+                data._decode_all(raw, size)
+                shipped[name].append(time.perf_counter() - started)
+            for name, (pool_from, decode) in WAYS.items():
+                data._POOL_MIN_IMAGES, data._decode_or_error = pool_from, decode
+                started = time.perf_counter()
+                arrays[name] = np.stack([pixels for pixels, _ in data._decode_all(paths, size)])
+                seconds[name].append(time.perf_counter() - started)
+    before = statistics.median(seconds[next(iter(WAYS))])
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"{args.photos} photos of {PHONE[0]}x{PHONE[1]} -> {size}x{size}, {cores} usable cores, median of {args.rounds}"
+    )
+    for name, times in seconds.items():
+        t = statistics.median(times)
+        print(f"  {name:<36} {args.photos / t:6.1f} photos/s  {before / t:5.2f}x")
+    print(
+        f"the {len(raw)} shipped photos: " + ", ".join(f"{n} {statistics.median(t):.2f} s" for n, t in shipped.items())
+    )
+    full, drafted = arrays["one process (before)"], arrays["process pool + JPEG draft"]
+    print(f"  pool == one process: {np.array_equal(full, arrays['process pool (after, prepare)'])}")
+    print(f"  draft vs full decode: mean |difference| {np.abs(full.astype(int) - drafted).mean():.2f} levels of 255")
+
+
+if __name__ == "__main__":
+    main()
