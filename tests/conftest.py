@@ -58,11 +58,17 @@ def real_prepared(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """Small tensors run fastest, and identically, on one thread; the setting is restored after."""
-    threads = torch.get_num_threads()
+    """As the stages run (setup_runtime), on one thread: small tensors run fastest, and identically, there.
+
+    The process's thread count and deterministic switch are restored afterwards, also for tests that
+    call setup_runtime or run_sweep, which set them.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     yield
     torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture

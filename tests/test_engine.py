@@ -26,15 +26,7 @@ SIZE = 8
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_deterministic():
-    """As the stages run (setup_runtime), on one thread: the machine is shared; restore afterwards."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_images(n: int, n_classes: int, seed: int, noise: float = 40.0, label_noise: float = 0.0):
@@ -379,11 +371,19 @@ def _has_mps() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def test_cpu_and_auto_runtime():
+def test_cpu_runtime_pins_threads_and_deterministic_kernels():
+    torch.use_deterministic_algorithms(False)
     assert setup_runtime(Runtime(device="cpu", threads=1)) == CPU
     assert torch.get_num_threads() == 1
     assert torch.are_deterministic_algorithms_enabled()
-    expected = "cuda" if torch.cuda.is_available() else "mps" if _has_mps() else "cpu"
+
+
+@pytest.mark.parametrize(
+    "cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"), (True, False, "cuda")]
+)
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert setup_runtime(Runtime(device="auto", threads=1)).type == expected
 
 
@@ -399,17 +399,24 @@ def test_missing_device_is_a_clear_error(device, available):
 
 @pytest.mark.parametrize("device, available", [("cuda", torch.cuda.is_available), ("mps", _has_mps)])
 def test_trains_on_accelerator_like_on_cpu(device, available):
+    """The same training on the accelerator: deterministic there, and within float tolerance of the CPU's run."""
     if not available():
-        pytest.skip(f"no {device} on this machine")
-    dev = setup_runtime(Runtime(device=device, threads=1))
+        pytest.skip(f"needs {device}: the GPU path is checked where a GPU is (README, what holds where)")
     pixels, labels = make_images(48, 4, seed=0)
-    data = Split.from_arrays(pixels, labels, dev)
     cfg = config(epochs=4, augment=Augment(shift=0.1), dropout=0.2)
-    result = train(cfg, data, data, list(range(4)))
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert next(result.model.parameters()).device.type == device
-    again = train(cfg, data, data, list(range(4)))
-    assert model_bytes(result.model) == model_bytes(again.model)  # deterministic on the device too
+    runs = {}
+    for where in ("cpu", device):
+        dev = setup_runtime(Runtime(device=where, threads=1))
+        data = Split.from_arrays(pixels, labels, dev)
+        runs[where] = train(cfg, data, data, list(range(4)))
+    on_device = runs[device]
+    assert next(on_device.model.parameters()).device.type == device
+    data = Split.from_arrays(pixels, labels, torch.device(device))
+    repeat = train(cfg, data, data, list(range(4)))
+    assert model_bytes(on_device.model) == model_bytes(repeat.model)  # deterministic on the device too
+    for cpu_row, device_row in zip(runs["cpu"].history, on_device.history, strict=True):
+        assert device_row["train_loss"] == pytest.approx(cpu_row["train_loss"], rel=1e-3, abs=1e-4)
+        assert device_row["val_accuracy"] == pytest.approx(cpu_row["val_accuracy"], abs=1 / 48 + 1e-9)
 
 
 # --- ensembles ----------------------------------------------------------------------------------

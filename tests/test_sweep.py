@@ -16,21 +16,13 @@ import time
 
 import psutil
 import pytest
-import torch
 from helpers import run, stage_env, venv_env
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 from signdigits.training.sweep import RESULT_COLUMNS, load_sweep_data, pick_winner, results_csv, run_sweep
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_state():
-    """run_sweep with jobs 1 sets up the runtime in this process (threads, deterministic kernels)."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the winner ---------------------------------------------------------------------------------
