@@ -33,8 +33,8 @@ test-fast: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src stages tests benchmarks
-	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/ruff check src stages tests benchmarks studies
+	$(BIN)/ruff format --check src stages tests benchmarks studies
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python benchmarks/bench.py
