@@ -5,9 +5,10 @@
 Makes `--photos` JPEGs of 4032x3024 (what a phone takes) in a temporary folder, from shipped photos
 upscaled with jitter (turn, shift, brightness, noise), and never keeps them. Then times
 core.data._decode_all on them in four ways, interleaved `--rounds` times (medians): one process
-(before), prepare's process pool of the usable cores (after), and each with Pillow's JPEG draft
-mode (decoding at 1/2..1/8 scale, still 4x the target size). prepare does not use draft: it
-changes up to 65 pixels by one level on each of the three shipped photos of 3024x3024, at any scale.
+(before), prepare's process pool of the usable cores (after), and each with `prepare.jpeg_draft:
+true` (Pillow's JPEG draft mode: decoding at 1/2..1/8 scale, still 4x the target size). Draft is
+off by default: it changes up to 65 pixels by one level on each of the three shipped photos of
+3024x3024, which would change data/prepared and every number after it.
 """
 
 from __future__ import annotations
@@ -27,32 +28,11 @@ from signdigits.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 PHONE = (4032, 3024)
-DRAFT_MARGIN = 4  # draft only where the photo stays at least this many times the target size
-_open, _decode_or_error = Image.open, data._decode_or_error
-
-
-def _draft_decode(path: Path, size: int):
-    """prepare's per-photo work with JPEG draft (also in pool workers, which import this module afresh)."""
-
-    def open_drafted(fp, *args, **kwargs):
-        image = _open(fp, *args, **kwargs)
-        reduce = min(image.size) // (DRAFT_MARGIN * size)
-        if reduce >= 2:
-            image.draft(image.mode, (image.width // reduce, image.height // reduce))
-        return image
-
-    Image.open = open_drafted
-    try:
-        return _decode_or_error(path, size)
-    finally:
-        Image.open = _open
-
-
-WAYS = {  # name -> (prepare's pool from this many images, per-photo work)
-    "one process (before)": (10**9, _decode_or_error),
-    "process pool (after, prepare)": (1, _decode_or_error),
-    "one process, JPEG draft": (10**9, _draft_decode),
-    "process pool + JPEG draft": (1, _draft_decode),
+WAYS = {  # name -> (prepare's pool from this many images, prepare.jpeg_draft)
+    "one process (before)": (10**9, False),
+    "process pool (after, prepare)": (1, False),
+    "one process, jpeg_draft": (10**9, True),
+    "process pool, jpeg_draft": (1, True),
 }
 
 
@@ -85,15 +65,15 @@ def main() -> None:
         paths = make_photos(Path(tmp), args.photos)
         arrays = {}
         for _ in range(args.rounds):
-            for name, (pool_from, _decode) in list(WAYS.items())[:2]:  # the shipped photos, as prepare reads them
-                data._POOL_MIN_IMAGES, data._decode_or_error = pool_from, _decode_or_error
+            for name, (pool_from, draft) in list(WAYS.items())[:2]:  # the shipped photos, as prepare reads them
+                data._POOL_MIN_IMAGES = pool_from
                 started = time.perf_counter()
-                data._decode_all(raw, size)
+                data._decode_all(raw, size, draft)
                 shipped[name].append(time.perf_counter() - started)
-            for name, (pool_from, decode) in WAYS.items():
-                data._POOL_MIN_IMAGES, data._decode_or_error = pool_from, decode
+            for name, (pool_from, draft) in WAYS.items():
+                data._POOL_MIN_IMAGES = pool_from
                 started = time.perf_counter()
-                arrays[name] = np.stack([pixels for pixels, _ in data._decode_all(paths, size)])
+                arrays[name] = np.stack([pixels for pixels, _ in data._decode_all(paths, size, draft)])
                 seconds[name].append(time.perf_counter() - started)
     before = statistics.median(seconds[next(iter(WAYS))])
     cores = len(os.sched_getaffinity(0))
@@ -106,7 +86,7 @@ def main() -> None:
     print(
         f"the {len(raw)} shipped photos: " + ", ".join(f"{n} {statistics.median(t):.2f} s" for n, t in shipped.items())
     )
-    full, drafted = arrays["one process (before)"], arrays["process pool + JPEG draft"]
+    full, drafted = arrays["one process (before)"], arrays["process pool, jpeg_draft"]
     print(f"  pool == one process: {np.array_equal(full, arrays['process pool (after, prepare)'])}")
     print(f"  draft vs full decode: mean |difference| {np.abs(full.astype(int) - drafted).mean():.2f} levels of 255")
 

@@ -499,3 +499,22 @@ def test_foreign_npz_with_a_non_numeric_version_is_refused(tmp_path):
     np.savez(path, format_version=np.array("v2"), pixels=np.zeros((1, 8, 8), np.uint8))
     with pytest.raises(PipelineError, match="written by another version"):
         load_prepared(path)
+
+
+# --- JPEG draft (prepare.jpeg_draft, off by default) ------------------------------------------------
+
+
+def test_jpeg_draft_reads_a_large_photo_a_level_apart_and_leaves_small_ones_as_they_are(tmp_path):
+    """Draft decodes a large JPEG at reduced scale (still 4x the target): nearly the full decode's pixels."""
+    (shipped,) = sorted((REAL_RAW / "3").glob("*"))[:1]
+    with Image.open(shipped) as image:
+        big = image.convert("RGB").resize((2016, 1512), Image.Resampling.BICUBIC)
+    big.save(tmp_path / "phone.jpg", quality=92)
+    full, drafted = decode_image(tmp_path / "phone.jpg", 28), decode_image(tmp_path / "phone.jpg", 28, jpeg_draft=True)
+    assert np.abs(full.astype(int) - drafted).mean() < 1.0  # a level apart on average, out of 255
+    assert not np.array_equal(full, drafted)  # it did decode at another scale
+    # a photo that cannot shrink while staying 4x the target decodes exactly as without draft
+    assert np.array_equal(decode_image(shipped, 28), decode_image(shipped, 28, jpeg_draft=True))
+    png = tmp_path / "photo.png"
+    big.save(png)  # draft is for JPEGs only
+    assert np.array_equal(decode_image(png, 28), decode_image(png, 28, jpeg_draft=True))

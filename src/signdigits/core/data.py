@@ -29,8 +29,15 @@ DIGITS = tuple(range(10))
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last number in a file name: IMG_1118.JPG -> 1118
 
 
-def decode_image(path: Path, image_size: int) -> np.ndarray:
+DRAFT_MARGIN = 4  # JPEG draft decodes at 1/2..1/8 scale, but never below this many times the target size
+
+
+def decode_image(path: Path, image_size: int, jpeg_draft: bool = False) -> np.ndarray:
     """Any image file Pillow reads (JPEG, PNG, RGBA, CMYK, grayscale, any size) -> uint8 square.
+
+    jpeg_draft: a large JPEG is decoded at a reduced scale (Pillow's draft mode), still at least
+    DRAFT_MARGIN times the target size: 6-12x faster for phone photos, pixels a level apart from the
+    full decode (so off by default: the committed arrays are the full decode's).
 
     Transparent pixels become white, the EXIF orientation is applied, 16-bit and float pixels are
     scaled by their format's range, a non-square image is centre-cropped. Raises PipelineError naming
@@ -45,6 +52,8 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
             warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
             Image.open(path) as image,
         ):
+            if jpeg_draft and image.format == "JPEG":
+                image.draft(image.mode, (DRAFT_MARGIN * image_size, DRAFT_MARGIN * image_size))
             image.load()  # decodes now, so a truncated file fails here and not later
             image = _as_8_bits(ImageOps.exif_transpose(image))
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -133,7 +142,7 @@ def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
     """Decode every raw image; write pixels, labels, signers and file names; return the metrics."""
     entries = list_raw_images(raw_dir)
     pixels, labels, files, skipped = [], [], [], []
-    decoded = _decode_all([path for path, _ in entries], params.image_size)
+    decoded = _decode_all([path for path, _ in entries], params.image_size, params.jpeg_draft)
     for (path, digit), (array, error) in zip(entries, decoded, strict=True):
         if error is None:
             pixels.append(array)
@@ -160,22 +169,23 @@ def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
     }
 
 
-def _decode_all(paths: list[Path], image_size: int) -> list[tuple[np.ndarray | None, str | None]]:
+def _decode_all(paths: list[Path], image_size: int, jpeg_draft: bool) -> list[tuple[np.ndarray | None, str | None]]:
     """(pixels, None) or (None, error) per path, in order; decoded in a pool of the usable cores when it pays."""
     cores = usable_cores()
     if cores < 2 or len(paths) < _POOL_MIN_IMAGES:
-        return [_decode_or_error(path, image_size) for path in paths]
+        return [_decode_or_error(path, image_size, jpeg_draft) for path in paths]
     with lifeline.process_pool(cores) as pool:  # the workers import PIL and numpy only
         chunk = -(-len(paths) // (cores * 8))
-        return list(pool.map(_decode_or_error, paths, [image_size] * len(paths), chunksize=chunk))
+        n = len(paths)
+        return list(pool.map(_decode_or_error, paths, [image_size] * n, [jpeg_draft] * n, chunksize=chunk))
 
 
 _POOL_MIN_IMAGES = 256  # below this, starting the workers costs more than they save
 
 
-def _decode_or_error(path: Path, image_size: int) -> tuple[np.ndarray | None, str | None]:
+def _decode_or_error(path: Path, image_size: int, jpeg_draft: bool) -> tuple[np.ndarray | None, str | None]:
     try:
-        return decode_image(path, image_size), None
+        return decode_image(path, image_size, jpeg_draft), None
     except PipelineError as e:
         return None, str(e)
 

@@ -56,6 +56,7 @@ class Runtime:
 class PrepareParams:
     image_size: int = _opt(28, ge=8, le=256)
     on_bad_image: str = _opt("fail", choices=BAD_IMAGE_POLICIES)
+    jpeg_draft: bool = False
 
 
 @dataclass(frozen=True)
