@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from signdigits.training.engine import Split, setup_runtime, train  # noqa: E402
+from signdigits.training.engine import Part, setup_runtime, train  # noqa: E402
 
 N_TRAIN, N_VAL, IMAGE_SIZE, N_CLASSES = 1443, 308, 28, 10  # the real split: train and val images of 28x28
 EXP1 = TrainParams(hidden=(256, 128, 64), dropout=0.4, optimizer="adam", lr=0.001, seed=0)
@@ -64,7 +64,7 @@ def engine_epochs(batch: int, epochs: int, threads: int) -> float:
     setup_runtime(Runtime(device="cpu", threads=threads))
     rng = np.random.default_rng(0)
     data = [
-        Split.from_arrays(rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
+        Part.from_arrays(rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
                           rng.integers(0, N_CLASSES, n), torch.device("cpu"))
         for n in (N_TRAIN, N_VAL)
     ]  # fmt: skip

@@ -46,7 +46,7 @@ from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from signdigits.core import paths  # noqa: E402
 from signdigits.core.data import load_prepared, load_split  # noqa: E402
 from signdigits.core.params import Augment, Runtime, TrainParams  # noqa: E402
-from signdigits.training.engine import Split, evaluate, setup_runtime, train  # noqa: E402
+from signdigits.training.engine import Part, evaluate, setup_runtime, train  # noqa: E402
 
 FOLDS = 5
 N_TRAIN, N_VAL, IMAGE_SIZE = 1444, 308, 28  # the real stage's parts, for the multiply-add count
@@ -132,7 +132,7 @@ def folds(labels: np.ndarray, signers: np.ndarray) -> list[tuple[np.ndarray, np.
     return list(splitter.split(np.zeros(len(labels)), labels, groups=signers))
 
 
-def cross_validate(cfg: TrainParams, data: list[tuple[Split, Split]], seeds: list[int]) -> dict:
+def cross_validate(cfg: TrainParams, data: list[tuple[Part, Part]], seeds: list[int]) -> dict:
     accuracies, seconds = [], []
     for train_part, held_out in data:
         for seed in seeds:
@@ -166,7 +166,7 @@ def main() -> None:
     idx = np.concatenate([split["train"], split["val"]])  # the test part stays unread
     pixels, labels, signers = prepared.pixels[idx], prepared.labels[idx], prepared.signers[idx]
     data = [
-        (Split.from_arrays(pixels[a], labels[a], cpu), Split.from_arrays(pixels[b], labels[b], cpu))
+        (Part.from_arrays(pixels[a], labels[a], cpu), Part.from_arrays(pixels[b], labels[b], cpu))
         for a, b in folds(labels, signers)
     ]
     names = args.only.split(",") if args.only else list(CANDIDATES)

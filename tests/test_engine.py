@@ -18,7 +18,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import Augment, Runtime, TrainParams
 from signdigits.training import optim
-from signdigits.training.engine import Split, _epoch_order, augment, evaluate, make_scheduler, setup_runtime, train
+from signdigits.training.engine import Part, _epoch_order, augment, evaluate, make_scheduler, setup_runtime, train
 from signdigits.training.model import Classifier
 from signdigits.training.model_file import model_bytes
 
@@ -43,8 +43,8 @@ def make_images(n: int, n_classes: int, seed: int, noise: float = 40.0, label_no
     return pixels, labels.astype(np.int64)
 
 
-def make_split(n: int, n_classes: int = 4, seed: int = 0, **kwargs) -> Split:
-    return Split.from_arrays(*make_images(n, n_classes, seed, **kwargs), CPU)
+def make_part(n: int, n_classes: int = 4, seed: int = 0, **kwargs) -> Part:
+    return Part.from_arrays(*make_images(n, n_classes, seed, **kwargs), CPU)
 
 
 def config(**changes) -> TrainParams:
@@ -56,7 +56,7 @@ def config(**changes) -> TrainParams:
 
 
 def test_overfits_a_tiny_batch_to_full_train_accuracy():
-    data = make_split(20, n_classes=4, label_noise=1.0)  # nothing to generalise: it must memorise
+    data = make_part(20, n_classes=4, label_noise=1.0)  # nothing to generalise: it must memorise
     result = train(config(hidden=(64,), epochs=150, batch_size=20), data, data, list(range(4)))
     assert evaluate(result.model, data).accuracy == 1.0
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 10
@@ -66,7 +66,7 @@ def test_overfits_a_tiny_batch_to_full_train_accuracy():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_every_optimizer_trains(optimizer):
-    data, val = make_split(48, seed=0), make_split(24, seed=1)
+    data, val = make_part(48, seed=0), make_part(24, seed=1)
     cfg = config(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01, momentum=0.9, epochs=8)
     result = train(cfg, data, val, list(range(4)))
     losses = [h["train_loss"] for h in result.history]
@@ -76,7 +76,7 @@ def test_every_optimizer_trains(optimizer):
 
 
 def test_history_columns_and_model_shape():
-    data, val = make_split(24, n_classes=3, seed=0), make_split(12, n_classes=3, seed=1)
+    data, val = make_part(24, n_classes=3, seed=0), make_part(12, n_classes=3, seed=1)
     result = train(config(hidden=(16, 8), epochs=3), data, val, [2, 5, 7])
     assert isinstance(result.model, Classifier)
     assert result.model.classes == [2, 5, 7]
@@ -95,7 +95,7 @@ def test_history_columns_and_model_shape():
 
 
 def test_same_seed_gives_identical_bytes_and_history_another_seed_differs():
-    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    data, val = make_part(32, seed=0), make_part(16, seed=1)
     cfg = config(dropout=0.3, augment=Augment(shift=0.1, rotate=10, scale=0.1), epochs=3)  # every random path
     first, second = train(cfg, data, val, list(range(4))), train(cfg, data, val, list(range(4)))
     assert model_bytes(first.model) == model_bytes(second.model)
@@ -110,7 +110,7 @@ def test_same_seed_gives_identical_bytes_and_history_another_seed_differs():
 
 def test_early_stopping_stops_and_restores_the_best_epoch():
     # Half the training labels are wrong: val loss first falls, then rises as the net memorises them.
-    data, val = make_split(24, seed=0, noise=60, label_noise=0.5), make_split(40, seed=1, noise=60)
+    data, val = make_part(24, seed=0, noise=60, label_noise=0.5), make_part(40, seed=1, noise=60)
     cfg = config(hidden=(64,), lr=0.003, epochs=200, patience=3)
     result = train(cfg, data, val, list(range(4)))
     val_losses = [h["val_loss"] for h in result.history]
@@ -124,7 +124,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
 
 
 def test_patience_that_never_runs_out_still_returns_the_best_epoch():
-    data, val = make_split(24, seed=0, noise=60, label_noise=0.5), make_split(40, seed=1, noise=60)
+    data, val = make_part(24, seed=0, noise=60, label_noise=0.5), make_part(40, seed=1, noise=60)
     result = train(config(hidden=(64,), lr=0.01, epochs=20, patience=100), data, val, list(range(4)))
     val_losses = [h["val_loss"] for h in result.history]
     assert result.epochs_run == 20
@@ -138,7 +138,7 @@ def test_patience_that_never_runs_out_still_returns_the_best_epoch():
 
 @pytest.mark.parametrize("scheduler", ["none", "step", "cosine"])
 def test_schedule_moves_the_learning_rate(scheduler):
-    data = make_split(16, seed=0)
+    data = make_part(16, seed=0)
     lr0, epochs, step_size, gamma = 0.01, 7, 2, 0.5
     cfg = config(lr=lr0, epochs=epochs, scheduler=scheduler, step_size=step_size, gamma=gamma, batch_size=16)
     lrs = [h["lr"] for h in train(cfg, data, data, list(range(4))).history]
@@ -167,7 +167,7 @@ def _one_cycle(step: int, total: int, peak: float) -> float:
 def test_onecycle_steps_every_batch(balanced):
     pixels = make_images(16, 4, seed=0)[0]
     labels = np.array([0] * 6 + [1] * 4 + [2] * 3 + [3] * 3)  # balanced epochs: every class cycled to 6, 24 in all
-    data = Split.from_arrays(pixels, labels, CPU)
+    data = Part.from_arrays(pixels, labels, CPU)
     lr0, epochs, batch_size = 0.01, 5, 4
     batches = (24 if balanced else 16) // batch_size
     cfg = config(lr=lr0, epochs=epochs, scheduler="onecycle", batch_size=batch_size, balanced=balanced)
@@ -217,7 +217,7 @@ def test_unbalanced_order_is_a_seeded_permutation():
 def test_balanced_training_runs_and_counts_the_cycled_epoch():
     pixels, labels = make_images(37, 2, seed=0)
     labels = np.array([0] * 30 + [1] * 7)
-    data = Split.from_arrays(pixels, labels, CPU)
+    data = Part.from_arrays(pixels, labels, CPU)
     result = train(config(balanced=True, batch_size=8, epochs=2), data, data, [0, 1])
     assert result.epochs_run == 2
     assert all(0 <= h["train_accuracy"] <= 1 for h in result.history)
@@ -228,7 +228,7 @@ def test_balanced_training_runs_and_counts_the_cycled_epoch():
 
 def test_non_finite_loss_fails_with_the_epoch_and_the_configured_lr():
     """The configured lr and weight_decay, not the scheduler's current lr (onecycle warms up from lr/25)."""
-    data = make_split(32, seed=0)
+    data = make_part(32, seed=0)
     cfg = config(optimizer="sgd", lr=1e6, momentum=0.9, weight_decay=0.05, epochs=20, scheduler="onecycle")
     with pytest.raises(PipelineError, match=r"diverged in epoch \d+") as failure:
         train(cfg, data, data, list(range(4)), name="train_best")
@@ -257,7 +257,7 @@ def test_threads_above_the_cores_only_warn(caplog):
 
 
 def test_augment_keeps_shapes_changes_pixels_and_is_seeded():
-    x = make_split(16, seed=0).x
+    x = make_part(16, seed=0).x
     cfg = Augment(shift=0.1, rotate=15, scale=0.1)
     a = augment(x, SIZE, cfg, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and a.dtype == x.dtype
@@ -270,14 +270,14 @@ def test_augment_keeps_shapes_changes_pixels_and_is_seeded():
 
 @pytest.mark.parametrize("which", ["shift", "rotate", "scale"])
 def test_each_augmentation_alone_changes_pixels(which):
-    x = make_split(8, seed=0).x
+    x = make_part(8, seed=0).x
     cfg = Augment(**{which: 0.2 if which != "rotate" else 20.0})
     assert cfg.enabled
     assert not torch.equal(augment(x, SIZE, cfg, torch.Generator().manual_seed(0)), x)
 
 
 def test_augmented_training_differs_from_plain():
-    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    data, val = make_part(32, seed=0), make_part(16, seed=1)
     plain = train(config(epochs=2), data, val, list(range(4)))
     jittered = train(config(epochs=2, augment=Augment(shift=0.1)), data, val, list(range(4)))
     assert model_bytes(plain.model) != model_bytes(jittered.model)
@@ -353,9 +353,9 @@ def test_training_does_not_import_the_compiler_stack():
     """torch.optim's classes import torch._dynamo (about 1 s a process); the engine's optimizers must not."""
     code = (
         "import sys, torch\n"
-        "from signdigits.training.engine import Split, train\n"
+        "from signdigits.training.engine import Part, train\n"
         "from signdigits.core.params import TrainParams\n"
-        "x = Split(torch.rand(16, 64), torch.arange(16) % 2)\n"
+        "x = Part(torch.rand(16, 64), torch.arange(16) % 2)\n"
         "for opt in ('adam', 'adamw', 'sgd'):\n"
         "    cfg = TrainParams(hidden=(8,), optimizer=opt, epochs=2, batch_size=8, scheduler='onecycle')\n"
         "    train(cfg, x, x, [0, 1])\n"
@@ -407,11 +407,11 @@ def test_trains_on_accelerator_like_on_cpu(device, available):
     runs = {}
     for where in ("cpu", device):
         dev = setup_runtime(Runtime(device=where, threads=1))
-        data = Split.from_arrays(pixels, labels, dev)
+        data = Part.from_arrays(pixels, labels, dev)
         runs[where] = train(cfg, data, data, list(range(4)))
     on_device = runs[device]
     assert next(on_device.model.parameters()).device.type == device
-    data = Split.from_arrays(pixels, labels, torch.device(device))
+    data = Part.from_arrays(pixels, labels, torch.device(device))
     repeat = train(cfg, data, data, list(range(4)))
     assert model_bytes(on_device.model) == model_bytes(repeat.model)  # deterministic on the device too
     for cpu_row, device_row in zip(runs["cpu"].history, on_device.history, strict=True):
@@ -423,7 +423,7 @@ def test_trains_on_accelerator_like_on_cpu(device, available):
 
 
 def test_ensemble_averages_its_members_probabilities():
-    data, val = make_split(32, seed=0), make_split(16, seed=1)
+    data, val = make_part(32, seed=0), make_part(16, seed=1)
     cfg = config(ensemble=2, epochs=3, seed=5)
     result = train(cfg, data, val, list(range(4)))
     model = result.model

@@ -25,7 +25,7 @@ from signdigits.reporting.evaluation import (
 )
 from signdigits.reporting.metrics import per_class_scores, roc_auc
 from signdigits.review import mcnemar, paired_test
-from signdigits.training.engine import Split, train
+from signdigits.training.engine import Part, train
 from signdigits.training.model_file import save_model
 
 binomtest = pytest.importorskip("scipy.stats").binomtest
@@ -151,7 +151,7 @@ def quick_model(pixels, labels, digits, epochs=3, seed=0):
     keep = np.isin(labels[:60], digits)
     to_index = {d: i for i, d in enumerate(digits)}
     y = np.array([to_index[d] for d in labels[:60][keep]])
-    data = Split.from_arrays(pixels[:60][keep], y, torch.device("cpu"))
+    data = Part.from_arrays(pixels[:60][keep], y, torch.device("cpu"))
     cfg = TrainParams(hidden=(16,), dropout=0.0, optimizer="adam", lr=0.01, batch_size=8, epochs=epochs, seed=seed)
     return train(cfg, data, data, list(digits)).model
 
@@ -246,7 +246,7 @@ def test_tables_round_trip_and_pair_up_in_review(tiny_layout):
 def test_evaluate_refuses_a_model_of_another_image_size(tiny_layout):
     rng = np.random.default_rng(0)
     pixels12, labels12 = rng.integers(0, 256, size=(20, 12, 12)).astype(np.uint8), np.arange(20) % 10
-    data = Split.from_arrays(pixels12, labels12, torch.device("cpu"))
+    data = Part.from_arrays(pixels12, labels12, torch.device("cpu"))
     cfg = TrainParams(hidden=(8,), dropout=0.0, batch_size=10, epochs=1)
     save_model(train(cfg, data, data, list(range(10))).model, paths.model_path("big"))
     with pytest.raises(PipelineError, match="image_size 12, expected 8"):

@@ -17,7 +17,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_text_atomic
 from signdigits.core.params import EvaluateParams
 from signdigits.reporting.metrics import confusion_matrix, per_class_scores, roc_auc
-from signdigits.training.engine import Evaluation, Split, evaluate
+from signdigits.training.engine import Evaluation, Part, accuracy, evaluate
 from signdigits.training.model import Classifier, describe
 from signdigits.training.model_file import load_model
 
@@ -100,7 +100,7 @@ def _evaluate_part(name: str, model: Classifier, prepared, part_indices: np.ndar
     idx, labels = select_digits(prepared.labels, part_indices, model.classes)
     if len(idx) == 0:
         raise PipelineError(f"{paths.model_path(name)}: the {part} part holds none of its digits {model.classes}")
-    return PartResult(idx, labels, evaluate(model, Split.from_arrays(prepared.pixels[idx], labels, device)))
+    return PartResult(idx, labels, evaluate(model, Part.from_arrays(prepared.pixels[idx], labels, device)))
 
 
 def _part_scores(model: Classifier, part: PartResult) -> dict:
@@ -120,7 +120,7 @@ def classification_scores(labels: np.ndarray, predictions: np.ndarray, n_classes
     return {
         "images": len(labels),
         "correct": int((labels == predictions).sum()),
-        "accuracy": float((labels == predictions).mean()),
+        "accuracy": accuracy(predictions, labels),
         "precision_macro": float(per_class["precision"].mean()),
         "recall_macro": float(per_class["recall"].mean()),
         "f1_macro": float(per_class["f1"].mean()),

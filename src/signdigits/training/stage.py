@@ -13,7 +13,7 @@ from signdigits.core.data import load_train_val
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import require_memory, training_bytes
 from signdigits.core.params import Runtime, TrainParams, require_batch_fits, require_components_fit
-from signdigits.training.engine import Split, evaluate, setup_runtime, train
+from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity
 from signdigits.training.model import describe
 from signdigits.training.model_file import save_model
@@ -27,16 +27,16 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 class StageData:
     """The training and validation parts on the device, labels mapped to 0..k-1 (test is evaluate's)."""
 
-    train: Split
-    val: Split
+    train: Part
+    val: Part
     classes: list[int]
 
 
 def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range(10))) -> StageData:
     train_pixels, train_labels, val_pixels, val_labels = load_train_val(classes)
     train, val = (
-        Split.from_arrays(train_pixels, train_labels, device),
-        Split.from_arrays(val_pixels, val_labels, device),
+        Part.from_arrays(train_pixels, train_labels, device),
+        Part.from_arrays(val_pixels, val_labels, device),
     )
     return StageData(train, val, list(classes))
 
@@ -98,6 +98,6 @@ def settings(cfg: TrainParams) -> dict:
     return {**asdict(cfg), "hidden": list(cfg.hidden)}
 
 
-def _loss_and_accuracy(model, data: Split) -> dict:
+def _loss_and_accuracy(model, data: Part) -> dict:
     ev = evaluate(model, data)
-    return {"loss": ev.loss, "accuracy": float((ev.predictions == data.y.cpu().numpy()).mean())}
+    return {"loss": ev.loss, "accuracy": accuracy(ev.predictions, data.y.cpu().numpy())}

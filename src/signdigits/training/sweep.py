@@ -67,11 +67,11 @@ def load_sweep_data() -> SweepData:
 
 def train_config(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
     """One result row; the same function in this process, a pool process or on a Dask worker."""
-    from signdigits.training.engine import Split, evaluate, setup_runtime, train
+    from signdigits.training.engine import Part, evaluate, setup_runtime, train
 
     device = setup_runtime(runtime, threads=threads)  # checks the CPU kernels of the process it runs in
-    train_data = Split.from_arrays(data.train_pixels, data.train_labels, device)
-    val_data = Split.from_arrays(data.val_pixels, data.val_labels, device)
+    train_data = Part.from_arrays(data.train_pixels, data.train_labels, device)
+    val_data = Part.from_arrays(data.val_pixels, data.val_labels, device)
     result = train(cfg, train_data, val_data, list(data.classes), name=f"sweep run {run}")
     val, tr = evaluate(result.model, val_data), evaluate(result.model, train_data)
     return {
