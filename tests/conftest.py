@@ -38,6 +38,21 @@ def reproduced_clone(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_tiny_repo(tiny_repo_factory) -> TinyRepo:
+    """A tiny repository where prepare, split and train_base ran once: read only; `repo` copies it."""
+    repo = tiny_repo_factory("trained")
+    for stage in ("prepare", "split", "train_base"):
+        repo.run(stage, check=True)
+    return repo
+
+
+@pytest.fixture
+def repo(trained_tiny_repo, tmp_path) -> TinyRepo:
+    """A private copy of the trained tiny repository, free to break; its outputs are what a failure must keep."""
+    return trained_tiny_repo.copy_to(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
 def raw_tree_writer():
     """The `write_raw_tree(root, per_digit=20, size=20, seed=0, first_number=1000)` function."""
     return write_raw_tree

@@ -270,3 +270,19 @@ def train_tiny_final_model():
     cfg = TrainParams(hidden=(8,), dropout=0.0, lr=0.01, batch_size=10, epochs=1, normalize_images=True)
     train_stage("train_best", cfg, Runtime(device="cpu", threads=1), familiarity_components=5)
     return load_model(paths.model_path("train_best"))
+
+
+def assert_fails_cleanly(repo, stage: str, *expected: str, timeout: float = 120) -> str:
+    """Run the stage; exit 2, the expected text in its error line, outputs untouched, no temp files."""
+    before = repo.snapshot()
+    result = repo.run(stage, timeout=timeout)
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    message = result.stderr[result.stderr.index("error: ") :]
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "Traceback" not in result.stderr
+    assert repo.snapshot() == before, "an earlier output changed"
+    assert repo.temporary_files() == []
+    return message

@@ -21,53 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import RunsOnUnpickle, stage_env
+from helpers import assert_fails_cleanly, stage_env
 
 from signdigits.core import files
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
-
-OUTPUTS = (
-    "data/prepared/images.npz",
-    "data/split/split.npz",
-    "metrics/prepare.json",
-    "metrics/split.json",
-    "models/train_base.pt",
-    "metrics/train_base.json",
-    "plots/train_base/history.csv",
-)
-
-
-@pytest.fixture(scope="module")
-def trained_repo(tiny_repo_factory):
-    """prepare, split and train_base run once successfully: the earlier outputs every test protects."""
-    repo = tiny_repo_factory("failures")
-    for stage in ("prepare", "split", "train_base"):
-        repo.run(stage, check=True)
-    assert set(OUTPUTS) <= set(repo.snapshot())
-    return repo
-
-
-@pytest.fixture
-def repo(trained_repo, tmp_path):
-    """A private copy of the trained tiny repository, free to break."""
-    return trained_repo.copy_to(tmp_path / "repo")
-
-
-def assert_fails_cleanly(repo, stage: str, *expected: str, timeout: float = 120) -> str:
-    """Run the stage; exit 2, the expected text in its error line, outputs untouched, no temp files."""
-    before = repo.snapshot()
-    result = repo.run(stage, timeout=timeout)
-    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, result.stderr
-    message = result.stderr[result.stderr.index("error: ") :]
-    for part in expected:
-        assert part in message, f"{part!r} not in {message!r}"
-    assert "Traceback" not in result.stderr
-    assert repo.snapshot() == before, "an earlier output changed"
-    assert repo.temporary_files() == []
-    return message
-
 
 # --- parameters ---------------------------------------------------------------------------------
 
@@ -374,82 +331,6 @@ def test_write_bytes_atomic_keeps_the_old_file_when_writing_raises(tmp_path, mon
         write_bytes_atomic(target, data)  # type: ignore[arg-type]
     assert target.read_bytes() == b"previous model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
-
-
-# --- the predict command (model-file robustness itself: test_model.py) ----------------------------
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """A real, small model file: 16x16 pixels, one hidden layer of 8, ten classes, a familiarity check."""
-    import torch
-
-    from signdigits.training.familiarity import fit_familiarity
-    from signdigits.training.model import MLP, Arch, Classifier
-    from signdigits.training.model_file import save_model
-
-    torch.manual_seed(0)
-    arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
-    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(256), torch.ones(256))])
-    model.familiarity = fit_familiarity(torch.rand(40, 256), torch.rand(20, 256), normalize_images=False, components=4)
-    return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
-
-
-def malicious_model(path: Path, marker: Path) -> Path:
-    import torch
-
-    torch.save({"format_version": FORMAT_VERSION, "arch": RunsOnUnpickle(marker), "members": []}, path)
-    return path
-
-
-def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
-    from signdigits.predict import main
-
-    image = tmp_path / "IMG_1.JPG"
-    from PIL import Image
-
-    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
-    assert main([str(image), "--model", str(model_file)]) in (0, 3)  # the control: a good model answers (3: unfamiliar)
-    capsys.readouterr()
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(model_file.read_bytes()[:1000])
-    cases = {tmp_path / "missing.pt": "file not found", truncated: "not a signdigits model file"}
-    for path, expected in cases.items():
-        assert main([str(image), "--model", str(path)]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and expected in err and str(path) in err
-
-
-def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys):
-    from signdigits.predict import main
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    fifo = folder / "IMG_2.JPG"
-    os.mkfifo(fifo)  # opening it would wait for a writer forever
-    for argument in (fifo, folder):  # given itself, or found in a folder
-        assert main([str(argument), "--model", str(model_file)]) == 1
-        err = capsys.readouterr().err
-        assert f"error: {fifo}: not a regular file" in err
-
-
-def test_predict_cli_refuses_a_malicious_model(tmp_path):
-    from PIL import Image
-
-    image = tmp_path / "IMG_1.JPG"
-    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
-    marker = tmp_path / "marker"
-    path = malicious_model(tmp_path / "evil.pt", marker)
-    result = subprocess.run(
-        [sys.executable, "-m", "signdigits.predict", str(image), "--model", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2, result.stderr
-    assert "refused" in result.stderr and "Traceback" not in result.stderr
-    assert not marker.exists()
 
 
 def test_too_few_signers_for_a_split(tiny_repo_factory):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_failures import assert_fails_cleanly
+from helpers import assert_fails_cleanly
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.limits import available_memory, require_memory, training_bytes, usable_cores
@@ -192,20 +192,6 @@ def test_a_grid_of_ten_million_runs_takes_no_memory_before_its_first_run():
 
 
 # --- through the stages: refused before training, nothing written ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def prepared_repo(tiny_repo_factory):
-    """prepare, split and train_base run once: the earlier outputs every test protects."""
-    repo = tiny_repo_factory("limits")
-    for stage in ("prepare", "split", "train_base"):
-        repo.run(stage, check=True)
-    return repo
-
-
-@pytest.fixture
-def repo(prepared_repo, tmp_path):
-    return prepared_repo.copy_to(tmp_path / "repo")
 
 
 def test_a_network_too_large_for_memory_stops_before_training(repo):

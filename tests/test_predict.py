@@ -7,6 +7,7 @@ reproduced clone of this repository (slow).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, run, stage_env, train_tiny_final_model
+from helpers import ROOT, RunsOnUnpickle, run, stage_env, train_tiny_final_model
 
 from signdigits import predict
 from signdigits.core import paths
+from signdigits.core.files import FORMAT_VERSION
 from signdigits.training.inputs import to_inputs
 
 
@@ -97,6 +99,82 @@ def test_predict_runs_from_any_folder_with_a_model(photo_repo, tmp_path_factory)
     )  # fmt: skip
     assert done.returncode == predict.EXIT_OK, done.stderr
     assert "familiar (score" in done.stdout
+
+
+# --- bad inputs: model files, FIFOs (model-file robustness itself: test_model.py) ----------------
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A real, small model file: 16x16 pixels, one hidden layer of 8, ten classes, a familiarity check."""
+    import torch
+
+    from signdigits.training.familiarity import fit_familiarity
+    from signdigits.training.model import MLP, Arch, Classifier
+    from signdigits.training.model_file import save_model
+
+    torch.manual_seed(0)
+    arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
+    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(256), torch.ones(256))])
+    model.familiarity = fit_familiarity(torch.rand(40, 256), torch.rand(20, 256), normalize_images=False, components=4)
+    return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
+
+
+def malicious_model(path: Path, marker: Path) -> Path:
+    import torch
+
+    torch.save({"format_version": FORMAT_VERSION, "arch": RunsOnUnpickle(marker), "members": []}, path)
+    return path
+
+
+def test_predict_refuses_bad_model_files(model_file, tmp_path, capsys):
+    from signdigits.predict import main
+
+    image = tmp_path / "IMG_1.JPG"
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
+    assert main([str(image), "--model", str(model_file)]) in (0, 3)  # the control: a good model answers (3: unfamiliar)
+    capsys.readouterr()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(model_file.read_bytes()[:1000])
+    cases = {tmp_path / "missing.pt": "file not found", truncated: "not a signdigits model file"}
+    for path, expected in cases.items():
+        assert main([str(image), "--model", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and str(path) in err
+
+
+def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys):
+    from signdigits.predict import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    fifo = folder / "IMG_2.JPG"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    for argument in (fifo, folder):  # given itself, or found in a folder
+        assert main([str(argument), "--model", str(model_file)]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {fifo}: not a regular file" in err
+
+
+def test_predict_cli_refuses_a_malicious_model(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "IMG_1.JPG"
+    Image.new("RGB", (20, 20), "white").save(image, format="JPEG")
+    marker = tmp_path / "marker"
+    path = malicious_model(tmp_path / "evil.pt", marker)
+    result = subprocess.run(
+        [sys.executable, "-m", "signdigits.predict", str(image), "--model", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refused" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
 
 
 # --- end to end, on the reproduced clone --------------------------------------------------------
