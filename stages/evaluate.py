@@ -10,35 +10,38 @@ from signdigits.core.cli import run_stage
 def main(params):
     from signdigits.core.files import read_csv, read_json, write_json, write_text_atomic
     from signdigits.reporting import figures
-    from signdigits.reporting.evaluation import evaluate_models, summary, write_tables
-    from signdigits.reporting.familiarity_shifts import measure_familiarity, write_shifts_csv
-    from signdigits.reporting.report import build_report, familiarity_section
-    from signdigits.training.engine import setup_runtime
 
     split, sweep = read_json(paths.metrics_path("split")), read_json(paths.metrics_path("sweep"))
     training = {name: read_json(paths.metrics_path(name)) for name in paths.TRAINED_MODELS}
     histories = {name: read_csv(paths.history_path(name)) for name in paths.REPORTED_CURVES}
     sweep_rows = read_csv(paths.SWEEP_RESULTS)
 
-    device = setup_runtime(params.runtime)
-    results = evaluate_models(paths.TRAINED_MODELS, params.evaluate, device)
-    write_tables(results)
-    final = results[paths.TRAINED_MODELS.index(paths.FINAL_MODEL)]
-    # Only the figures the report shows: DVC's own plots draw every model's confusion matrix and curves.
-    for name in paths.REPORTED_CURVES:
-        figures.learning_curves(name, histories[name])
-    figures.confusion_heatmap(final.name, final.confusion, final.model.classes)
-    limit = params.evaluate.max_misclassified
-    figures.misclassified_grid(final.name, final.pixels, final.actual, final.predicted, limit)
-    figures.sweep_chart(sweep_rows, sweep["winner"]["run"])
-    familiarity = measure_familiarity(final.model, final.pixels, final.actual, params.familiarity.percentile)
-    write_shifts_csv(familiarity)
-    figures.familiarity_shifts(familiarity.rows, familiarity.examples)
-    write_json(paths.metrics_path("evaluate"), summary(results, sweep, familiarity.headline), sort_keys=False)
-    scores = {r.name: r.scores for r in results}
-    report = build_report(final.pixels.shape[1], split, training, sweep, scores, final.per_class)
-    report += "\n" + familiarity_section(params.familiarity.percentile, familiarity.rows)
-    write_text_atomic(paths.REPORT, report)
+    # Only the figures the report shows (DVC's own plots draw the rest), drawn aside while this process works.
+    with figures.drawn_aside() as draw:
+        for name in paths.REPORTED_CURVES:
+            draw(figures.learning_curves, name, histories[name])
+        draw(figures.sweep_chart, sweep_rows, sweep["winner"]["run"])
+
+        from signdigits.reporting.evaluation import evaluate_models, summary, write_tables  # torch, from here on
+        from signdigits.reporting.familiarity_shifts import measure_familiarity, write_shifts_csv
+        from signdigits.reporting.report import build_report, familiarity_section
+        from signdigits.training.engine import setup_runtime
+
+        device = setup_runtime(params.runtime)
+        results = evaluate_models(paths.TRAINED_MODELS, params.evaluate, device)
+        write_tables(results)
+        final = results[paths.TRAINED_MODELS.index(paths.FINAL_MODEL)]
+        draw(figures.confusion_heatmap, final.name, final.confusion, final.model.classes)
+        limit = params.evaluate.max_misclassified
+        draw(figures.misclassified_grid, final.name, final.pixels, final.actual, final.predicted, limit)
+        familiarity = measure_familiarity(final.model, final.pixels, final.actual, params.familiarity.percentile)
+        write_shifts_csv(familiarity)
+        draw(figures.familiarity_shifts, familiarity.rows, familiarity.examples)
+        write_json(paths.metrics_path("evaluate"), summary(results, sweep, familiarity.headline), sort_keys=False)
+        scores = {r.name: r.scores for r in results}
+        report = build_report(final.pixels.shape[1], split, training, sweep, scores, final.per_class)
+        report += "\n" + familiarity_section(params.familiarity.percentile, familiarity.rows)
+        write_text_atomic(paths.REPORT, report)
     for r in results:
         test = r.scores["test"]
         interval = f"[{test['accuracy_ci95_low']:.4f}, {test['accuracy_ci95_high']:.4f}]"

@@ -251,3 +251,33 @@ def test_evaluate_refuses_a_model_of_another_image_size(tiny_layout):
     save_model(train(cfg, data, data, list(range(10))).model, paths.model_path("big"))
     with pytest.raises(PipelineError, match="image_size 12, expected 8"):
         evaluate_models(("big",), EvaluateParams(), torch.device("cpu"))
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def test_figures_drawn_aside_are_the_bytes_drawn_in_this_process(tmp_path, monkeypatch):
+    """evaluate draws its PNGs in a second process where a second core is free: the files must not differ."""
+    from signdigits.reporting import figures
+
+    monkeypatch.chdir(tmp_path)
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_accuracy": 1 - 0.5 / e,
+            "val_accuracy": 0.9 - 0.5 / e,
+        }
+        for e in range(1, 6)
+    ]
+    written = {}
+    for cores in (1, 2):  # drawn here, then in a worker process
+        monkeypatch.setattr(figures, "usable_cores", lambda cores=cores: cores)
+        with figures.drawn_aside() as draw:
+            draw(figures.learning_curves, "tiny", history)
+            draw(figures.confusion_heatmap, "tiny", np.array([[3, 1], [0, 4]]), [0, 1])
+        written[cores] = {path.name: path.read_bytes() for path in (tmp_path / paths.FIGURES).iterdir()}
+    assert sorted(written[1]) == ["confusion_tiny.png", "curves_tiny.png"]
+    assert written[1] == written[2]
+    assert all(png.startswith(b"\x89PNG") for png in written[1].values())

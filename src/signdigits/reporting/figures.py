@@ -1,35 +1,67 @@
 """PNG figures for the report: learning curves, confusion heatmaps, the sweep, the final model's mistakes.
 
 Rendered with Agg and without a timestamp or version in the file, so the bytes repeat run to run.
+Each figure function returns its file name and PNG bytes; `drawn_aside` runs them in a second process
+while the stage computes, and writes what they return with the stage's other outputs.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import io
+from collections.abc import Callable, Iterator
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from signdigits.core.files import write_bytes_atomic  # noqa: E402
-from signdigits.core.paths import FIGURES  # noqa: E402
+from signdigits.core import lifeline
+from signdigits.core.files import write_bytes_atomic
+from signdigits.core.limits import usable_cores
+from signdigits.core.paths import FIGURES
 
 _PNG_METADATA = {"Software": None}
+Png = tuple[str, bytes]  # a file name in plots/figures and its bytes
 
 
-def _save(fig, name: str) -> Path:
-    import io
+@contextlib.contextmanager
+def drawn_aside() -> Iterator[Callable[..., None]]:
+    """draw(figure, *args): the figure drawn in one worker process, written to plots/figures at the end.
 
+    DVC deletes a stage's outputs before it runs, so every figure is drawn every time; a second
+    process (where a second core is free) draws them while this one imports torch and scores the
+    models, and this process never imports matplotlib. The bytes are the same either way.
+    """
+    if usable_cores() < 2:
+        drawn: list[Png] = []
+        yield lambda figure, *args: drawn.append(figure(*args))
+    else:
+        with lifeline.process_pool(1) as pool:
+            pending = []
+            yield lambda figure, *args: pending.append(pool.submit(figure, *args))
+            drawn = [future.result() for future in pending]
+    for name, png in drawn:
+        write_bytes_atomic(FIGURES / name, png)
+
+
+def _pyplot():
+    """matplotlib with Agg, imported where a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig, name: str) -> Png:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata=_PNG_METADATA)
-    plt.close(fig)
-    return write_bytes_atomic(FIGURES / name, buffer.getvalue())
+    _pyplot().close(fig)
+    return name, buffer.getvalue()
 
 
-def learning_curves(name: str, history: list[dict]) -> Path:
+def learning_curves(name: str, history: list[dict]) -> Png:
     """Train and validation loss and accuracy per epoch, as the study's figures 1-3."""
+    plt = _pyplot()
     epochs = [int(r["epoch"]) for r in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for split, style in (("train", "-"), ("val", "--")):
@@ -41,10 +73,11 @@ def learning_curves(name: str, history: list[dict]) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return _save(fig, f"curves_{name}.png")
+    return _png(fig, f"curves_{name}.png")
 
 
-def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Path:
+def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Png:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     image = ax.imshow(matrix, cmap="Blues")
     ax.set(
@@ -61,10 +94,11 @@ def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Path
         ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save(fig, f"confusion_{name}.png")
+    return _png(fig, f"confusion_{name}.png")
 
 
-def sweep_chart(rows: list[dict], winner_run: int) -> Path:
+def sweep_chart(rows: list[dict], winner_run: int) -> Png:
+    plt = _pyplot()
     labels = [r["label"] for r in rows]
     accuracy = [float(r["val_accuracy"]) for r in rows]
     colors = ["tab:orange" if int(r["run"]) == winner_run else "tab:blue" for r in rows]
@@ -75,11 +109,12 @@ def sweep_chart(rows: list[dict], winner_run: int) -> Path:
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, "sweep.png")
+    return _png(fig, "sweep.png")
 
 
-def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predicted: np.ndarray, limit: int) -> Path:
+def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predicted: np.ndarray, limit: int) -> Png:
     """The mistakes as one mosaic with a caption under each image: one axes draws far faster than one per image."""
+    plt = _pyplot()
     wrong = np.flatnonzero(actual != predicted)[:limit]
     columns, size = 8, pixels.shape[1]
     rows = max(1, -(-len(wrong) // columns))
@@ -101,11 +136,12 @@ def misclassified_grid(name: str, pixels: np.ndarray, actual: np.ndarray, predic
     ax.axis("off")
     ax.set_title(f"{name}: {len(wrong)} misclassified test images" if len(wrong) else f"{name}: no mistakes")
     fig.tight_layout()
-    return _save(fig, f"misclassified_{name}.png")
+    return _png(fig, f"misclassified_{name}.png")
 
 
-def familiarity_shifts(rows: list[dict], examples: np.ndarray) -> Path:
+def familiarity_shifts(rows: list[dict], examples: np.ndarray) -> Png:
     """One test photo per shift, and per shift: the share the check flags and the model's accuracy."""
+    plt = _pyplot()
     names = [r["shift"] for r in rows]
     fig = plt.figure(figsize=(10, 5.5))
     grid = fig.add_gridspec(2, len(rows), height_ratios=(1, 2.2))
@@ -125,4 +161,4 @@ def familiarity_shifts(rows: list[dict], examples: np.ndarray) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    return _save(fig, "familiarity_shifts.png")
+    return _png(fig, "familiarity_shifts.png")
