@@ -518,3 +518,25 @@ def test_jpeg_draft_reads_a_large_photo_a_level_apart_and_leaves_small_ones_as_t
     png = tmp_path / "photo.png"
     big.save(png)  # draft is for JPEGs only
     assert np.array_equal(decode_image(png, 28), decode_image(png, 28, jpeg_draft=True))
+
+
+def test_array_files_have_fixed_zip_headers_whatever_the_python(tmp_path):
+    """np.savez's forced ZIP64 headers came out differently from CPython 3.11.2 and 3.11.7: ours are plain and fixed."""
+    import zipfile
+
+    from signdigits.core.files import read_arrays, write_arrays
+
+    pixels = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+    path = write_arrays(tmp_path / "a.npz", pixels=pixels, files=np.array(["0/IMG_1.JPG", "1/IMG_2.JPG"]))
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    assert [e.filename for e in entries] == ["format_version.npy", "pixels.npy", "files.npy"]
+    for entry in entries:
+        assert entry.date_time == (1980, 1, 1, 0, 0, 0) and entry.create_system == 3
+        assert entry.extract_version == 20 and entry.extra == b""  # no ZIP64 fields
+        assert entry.compress_type == zipfile.ZIP_DEFLATED
+    raw = path.read_bytes()
+    assert raw[4:6] == (20).to_bytes(2, "little")  # the first local header: version needed 2.0, not 4.5
+    arrays = read_arrays(path, ("pixels", "files"))
+    assert np.array_equal(arrays["pixels"], pixels) and list(arrays["files"]) == ["0/IMG_1.JPG", "1/IMG_2.JPG"]
+    assert write_arrays(tmp_path / "b.npz", pixels=pixels, files=arrays["files"]).read_bytes() == raw

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,20 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
 
 def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """Compressed .npz with a format version. np.savez writes fixed zip timestamps: stable bytes."""
+    """Compressed .npz with a format version, the same bytes from any Python: what np.load reads.
+
+    Not np.savez_compressed: it forces ZIP64 headers, which CPython's zipfile writes differently from
+    one patch release to the next (3.11.2 and 3.11.7 gave other bytes for the same arrays). Here every
+    header field is fixed: the 1980 timestamp, Unix as the creating system, plain (not ZIP64) sizes.
+    """
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, format_version=np.array(FORMAT_VERSION), **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in {"format_version": np.array(FORMAT_VERSION), **arrays}.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.asanyarray(array), allow_pickle=False)
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type, entry.create_system, entry.external_attr = zipfile.ZIP_DEFLATED, 3, 0o644 << 16
+            archive.writestr(entry, npy.getvalue())
     return write_bytes_atomic(path, buffer.getvalue())
 
 
