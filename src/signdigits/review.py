@@ -30,6 +30,7 @@ from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import require_file, write_bytes_atomic, write_text_atomic
 from signdigits.core.params import load_params
+from signdigits.reporting.report import markdown_table
 
 TOP_CONFUSIONS = 5  # the confusions that grew most, and those that shrank most
 
@@ -157,18 +158,13 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
-
-
 def _diff_table(diff: dict) -> str:
     rows = [
         [file, f"`{key}`", _fmt(change.get("old")), _fmt(change.get("new")), _fmt(change.get("diff"))]
         for file, changes in sorted(diff.items())
         for key, change in sorted(changes.items())
     ]
-    return _table(["File", "Key", "Old", "New", "Change"], rows) if rows else "No changes.\n"
+    return markdown_table(["File", "Key", "Old", "New", "Change"], rows) if rows else "No changes.\n"
 
 
 def paired_test(old: pd.DataFrame, new: pd.DataFrame) -> dict:
@@ -202,7 +198,7 @@ def per_digit_table(old: pd.DataFrame, new: pd.DataFrame) -> str:
         for digit, r in both.fillna(0.0).sort_index().iterrows()
         if f"{r.recall_old:.3f}|{r.f1_old:.3f}" != f"{r.recall_new:.3f}|{r.f1_new:.3f}"
     ]
-    return _table(["Digit", "Recall", "F1"], rows) if rows else "No digit's recall or F1 changed.\n"
+    return markdown_table(["Digit", "Recall", "F1"], rows) if rows else "No digit's recall or F1 changed.\n"
 
 
 def confusion_changes(old: pd.DataFrame, new: pd.DataFrame, top: int = TOP_CONFUSIONS) -> pd.DataFrame:
@@ -222,7 +218,9 @@ def confusion_changes(old: pd.DataFrame, new: pd.DataFrame, top: int = TOP_CONFU
 
 def confusion_table(changes: pd.DataFrame) -> str:
     rows = [[int(r.actual), int(r.predicted), r.before, r.after, f"{r.change:+d}"] for r in changes.itertuples()]
-    return _table(["Actual", "Predicted as", "Before", "After", "Change"], rows) if rows else "No confusion changed.\n"
+    if not rows:
+        return "No confusion changed.\n"
+    return markdown_table(["Actual", "Predicted as", "Before", "After", "Change"], rows)
 
 
 def curve_summary(history: pd.DataFrame) -> dict:
@@ -243,7 +241,7 @@ def curve_table(old: dict, new: dict) -> str:
         return str(value) if isinstance(value, int) else f"{value:.4f}"
 
     rows = [[name.capitalize(), show(old[name]), show(new[name])] for name in new]
-    return _table(["Learning curve (validation)", "Before", "After"], rows)
+    return markdown_table(["Learning curve (validation)", "Before", "After"], rows)
 
 
 def build_review(base: str) -> tuple[str, bool]:

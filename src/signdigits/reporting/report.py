@@ -79,7 +79,7 @@ def familiarity_section(percentile: float, rows: list[dict]) -> str:
             f"it flags {_pct(clean['flagged'])} of the {clean['images']} clean test photos. Below, the same "
             "test photos shifted as another camera or setting might take them: ROC AUC of the score against "
             "the clean photos, the share flagged, and the model's accuracy.\n",
-            _table(
+            markdown_table(
                 ["Test photos", "ROC AUC", "Flagged", "Accuracy"],
                 [["clean", "-", _pct(clean["flagged"]), _pct(clean["accuracy"])]]
                 + [
@@ -98,7 +98,7 @@ def familiarity_section(percentile: float, rows: list[dict]) -> str:
 def _setup_table(image_size: int, split: dict, base: dict, exp1: dict, final: dict) -> str:
     sizes = split["sizes"]
     seeds = ", ".join(str(stage["config"]["seed"]) for stage in (base, exp1, final))
-    return _table(
+    return markdown_table(
         ["Setting", "Value"],
         [
             ["Images", f"{sum(sizes.values())} photos, {image_size}x{image_size} grayscale"],
@@ -117,7 +117,7 @@ def _setup_table(image_size: int, split: dict, base: dict, exp1: dict, final: di
 
 
 def _hyperparameter_table(cfg: dict, image_size: int) -> str:
-    return _table(
+    return markdown_table(
         ["Parameter", "Base model"],
         [
             ["Input layer neurons", image_size * image_size],
@@ -134,7 +134,7 @@ def _hyperparameter_table(cfg: dict, image_size: int) -> str:
 
 def _validation_table(scores: dict) -> str:
     val = scores["val"]
-    return _table(
+    return markdown_table(
         ["Metric", "Base model"],
         [
             ["Training accuracy", _pct(scores["train"]["accuracy"])],
@@ -161,12 +161,12 @@ def _architecture_table(base: dict, exp1: dict, image_size: int) -> str:
         for i in range(depth)
     ]
     rows.append(["Dropout", base["dropout"], exp1["dropout"]])
-    return _table(["Layer", "Base model", "Experiment 1"], rows)
+    return markdown_table(["Layer", "Base model", "Experiment 1"], rows)
 
 
 def _accuracy_table(columns: dict[str, dict]) -> str:
     """Training and validation accuracy, one column per model's scores."""
-    return _table(
+    return markdown_table(
         ["Metric", *columns],
         [
             [label, *(_pct(scores[part]["accuracy"]) for scores in columns.values())]
@@ -176,7 +176,7 @@ def _accuracy_table(columns: dict[str, dict]) -> str:
 
 
 def _grid_table(grid: dict) -> str:
-    return _table(
+    return markdown_table(
         ["Parameter", "Values tested"],
         [
             ["Learning rate", ", ".join(f"{v:g}" for v in grid["lr"])],
@@ -188,7 +188,7 @@ def _grid_table(grid: dict) -> str:
 
 
 def _sweep_winner_table(exp1: dict, exp1_scores: dict, winner: dict) -> str:
-    return _table(
+    return markdown_table(
         ["Metric", "Experiment 1", "Experiment 2"],
         [
             ["Training accuracy", _pct(exp1_scores["train"]["accuracy"]), _pct(winner["train_accuracy"])],
@@ -214,7 +214,7 @@ def _final_recipe(final: dict, test: dict) -> str:
 
 
 def _final_training_table(final: dict) -> str:
-    return _table(
+    return markdown_table(
         ["Metric", "Value"],
         [
             ["Training loss", f"{final['train']['loss']:.4f}"],
@@ -226,7 +226,7 @@ def _final_training_table(final: dict) -> str:
 
 
 def _test_table(test: dict) -> str:
-    return _table(
+    return markdown_table(
         ["Metric", "Value"],
         [
             ["Total test images", test["images"]],
@@ -239,7 +239,7 @@ def _test_table(test: dict) -> str:
 
 
 def _per_class_table(per_class: list[dict]) -> str:
-    return _table(
+    return markdown_table(
         ["Digit", "Precision", "Recall", "F1", "Images"],
         [
             [s["digit"], f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", s["support"]]
@@ -250,7 +250,7 @@ def _per_class_table(per_class: list[dict]) -> str:
 
 def _every_model_table(tests: dict[str, dict]) -> str:
     header = ["Model", "Network", "Test images", "Accuracy", "95% interval"]
-    return _table(
+    return markdown_table(
         [*header, "Macro precision", "Macro recall", "Macro F1"],
         [
             [name, s["network"], s["images"], _pct(s["accuracy"]), _interval(s)]
@@ -284,7 +284,8 @@ def _interval(scores: dict) -> str:
     return f"{_pct(scores['accuracy_ci95_low'])} - {_pct(scores['accuracy_ci95_high'])}"
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table: the report's and the review's."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
