@@ -169,13 +169,16 @@ class Grid(Sequence):
         """A run's relative time: its epochs times its batches per epoch."""
         return cfg.epochs / cfg.batch_size
 
+    def _costs_of_pairs(self) -> list[tuple[tuple[int, int], float]]:
+        """((batch size index, epochs index), cost) of every pair: the cost depends on nothing else."""
+        batch_sizes, epochs = self.axes[1], self.axes[2]
+        return [
+            ((b, e), self.cost(dataclasses.replace(self.sweep.model, batch_size=batch_sizes[b], epochs=epochs[e])))
+            for b, e in itertools.product(range(len(batch_sizes)), range(len(epochs)))
+        ]
+
     def total_cost(self) -> float:
-        return (
-            len(self.sweep.lr)
-            * len(self.sweep.optimizer)
-            * sum(self.sweep.epochs)
-            * sum(1 / b for b in self.sweep.batch_size)
-        )
+        return len(self.sweep.lr) * len(self.sweep.optimizer) * sum(cost for _, cost in self._costs_of_pairs())
 
     def longest_first(self) -> Iterator[int]:
         """Every index, by decreasing cost, ties in grid order: what sorting all of them would give, lazily.
@@ -183,14 +186,9 @@ class Grid(Sequence):
         The cost depends only on batch size and epochs, so only their pairs are sorted.
         """
         n_lr, n_batch, n_epochs, n_opt = map(len, self.axes)
-        batch_sizes, epochs = self.axes[1], self.axes[2]
-
-        def pair_cost(pair):
-            return -epochs[pair[1]] / batch_sizes[pair[0]]
-
-        pairs = sorted(itertools.product(range(n_batch), range(n_epochs)), key=pair_cost)  # stable: ties stay in order
-        for _, tied in itertools.groupby(pairs, key=pair_cost):
-            tied = list(tied)
+        pairs = sorted(self._costs_of_pairs(), key=lambda pair: -pair[1])  # stable: ties stay in grid order
+        for _, tied in itertools.groupby(pairs, key=lambda pair: pair[1]):
+            tied = [indices for indices, _ in tied]
             for i_lr in range(n_lr):
                 for i_batch, i_epochs in tied:
                     first = ((i_lr * n_batch + i_batch) * n_epochs + i_epochs) * n_opt
