@@ -31,12 +31,13 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent(parent: int) -> None:
     """End this process as soon as `parent` is no longer its parent (it died, SIGKILL included)."""
-    if sys.platform.startswith("linux"):
-        with_errno = ctypes.CDLL(None, use_errno=True)
-        with_errno.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    kernel_watches = sys.platform.startswith("linux") and (
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    )
     if os.getppid() != parent:  # it died before the kernel was told to watch it
         os._exit(1)
-    _when(lambda: os.getppid() != parent, lambda: os._exit(1))  # where prctl is missing
+    if not kernel_watches:  # no prctl: a thread looks
+        _when(lambda: os.getppid() != parent, lambda: os._exit(1))
 
 
 @contextlib.contextmanager
