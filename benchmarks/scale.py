@@ -24,9 +24,8 @@ from PIL import Image, ImageChops, ImageEnhance
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from helpers import git_clone, run, venv_env  # noqa: E402
+from helpers import PIPELINE_STAGES, git_clone, run, venv_env  # noqa: E402
 
-STAGES = ("prepare", "split", "train_binary", "train_base", "train_exp1", "sweep_exp2", "train_best", "evaluate")
 _MEASURED = """import resource, subprocess, sys
 done = subprocess.run([sys.executable, sys.argv[1]])
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
@@ -49,7 +48,7 @@ def add_copies(raw: Path, factor: int, seed: int = 0) -> int:
 def run_stages(clone: Path, env: dict) -> dict:
     """Seconds and peak resident MB of each stage, run in order in a fresh measuring process."""
     results = {}
-    for stage in STAGES:
+    for stage in PIPELINE_STAGES:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", _MEASURED, f"stages/{stage}.py"], cwd=clone, env=env,
                               capture_output=True, text=True)  # fmt: skip
@@ -75,7 +74,7 @@ def main() -> None:
     print(
         f"{'stage':<14} {'1x s':>7} {'1x MB':>7} {f'{args.factor}x s':>8} {f'{args.factor}x MB':>8}  ({photos} photos)"
     )
-    for stage in STAGES:
+    for stage in PIPELINE_STAGES:
         print(f"{stage:<14} {one[stage][0]:7.1f} {one[stage][1]:7.0f} {many[stage][0]:8.1f} {many[stage][1]:8.0f}")
 
 

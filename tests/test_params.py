@@ -6,10 +6,10 @@ import copy
 import dataclasses
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import DVC_STAGES, ROOT
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import (
@@ -25,7 +25,6 @@ from signdigits.core.params import (
     stage_requirements,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -327,10 +326,7 @@ def test_deep_nesting_is_refused(tmp_path):
 # --- required keys: what each consumer reads must be written ------------------------------------
 
 
-STAGE_PARAMS = {
-    name: tuple(stage.get("params", ()))
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
-}
+STAGE_PARAMS = {name: tuple(stage.get("params", ())) for name, stage in DVC_STAGES.items()}
 
 
 def test_stage_requirements_are_the_params_dvc_yaml_lists():

@@ -18,16 +18,14 @@ import ast
 import dataclasses
 import re
 import typing
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import DVC_STAGES, ROOT
 
 from signdigits.core import paths
 from signdigits.core.params import Params, TrainParams
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = typing.get_type_hints(Params)
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainParams)]
 # Sections that hold a model's keys beside their own (train_binary, exp2): field `model`.
