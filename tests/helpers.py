@@ -223,6 +223,27 @@ def git_clone(source: Path, target: Path) -> Path:
     return target
 
 
+def git_commit(cwd: Path, message: str) -> None:
+    run(["git", "add", "-A"], cwd=cwd)
+    run(["git", "commit", "--quiet", "-m", message], cwd=cwd)
+
+
+def make_tiny_pipeline_repo(path: Path, tiny_source: Path, env: dict[str, str] | None = None) -> Path:
+    """A git clone of this repository's HEAD with tiny params and synthetic photos, committed, then reproduced.
+
+    `tiny_source` holds the tiny params.yaml and data/raw (a TinyRepo); every stage then takes about a
+    second of compute, so a test of DVC's workflow does not pay for the real pipeline again.
+    """
+    git_clone(ROOT, path)
+    run(["git", "rm", "-r", "--quiet", "data/raw"], cwd=path)
+    shutil.copytree(tiny_source / "data" / "raw", path / "data" / "raw")
+    shutil.copy2(tiny_source / "params.yaml", path / "params.yaml")
+    git_commit(path, "Tiny params and synthetic photos")
+    run(["dvc", "repro"], cwd=path, env=env, timeout=600)
+    git_commit(path, "Tiny results")
+    return path
+
+
 PIPELINE_STAGES = [
     "prepare",
     "split",

@@ -7,7 +7,6 @@ defaults: an environment without the AWS settings of whoever runs the tests, and
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import helpers
 import pytest
-from helpers import git_clone, venv_env
+from helpers import git_commit, venv_env
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "signdigits-remote"
 # Requests moto answers before it starts checking signatures: create_user, put_user_policy, create_access_key.
@@ -52,11 +50,6 @@ def run(
 ) -> subprocess.CompletedProcess:
     """helpers.run, with base_env() and a time limit unless told otherwise."""
     return helpers.run(args, cwd, check=check, env=env or base_env(), timeout=timeout)
-
-
-def git_commit(cwd: Path, message: str) -> None:
-    run(["git", "add", "-A"], cwd=cwd)
-    run(["git", "commit", "--quiet", "-m", message], cwd=cwd)
 
 
 def tracked_state(repo: Path) -> tuple[str, dict[str, bytes]]:
@@ -155,19 +148,3 @@ def add_remote(repo: Path, server: S3Server, prefix: str, name: str = "storage")
     run(["dvc", "remote", "modify", name, "endpointurl", server.url], cwd=repo)
     run(["dvc", "remote", "modify", name, "connect_timeout", "10"], cwd=repo)
     git_commit(repo, "Add an S3 DVC remote")
-
-
-def make_tiny_pipeline_repo(path: Path, tiny_source: Path) -> Path:
-    """A git clone of this repository's HEAD with tiny params and synthetic photos, committed, then reproduced.
-
-    `tiny_source` holds the tiny params.yaml and data/raw (conftest's TinyRepo); every stage then takes
-    about a second of compute, so CI does not pay for the real pipeline again.
-    """
-    git_clone(REPO, path)
-    run(["git", "rm", "-r", "--quiet", "data/raw"], cwd=path)
-    shutil.copytree(tiny_source / "data" / "raw", path / "data" / "raw")
-    shutil.copy2(tiny_source / "params.yaml", path / "params.yaml")
-    git_commit(path, "Tiny params and synthetic photos")
-    run(["dvc", "repro"], cwd=path, env={**base_env(), "PYTHONDONTWRITEBYTECODE": "1"})
-    git_commit(path, "Tiny results")
-    return path

@@ -15,16 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import git_clone, git_identity, stages_run
+from helpers import ROOT, git_clone, git_commit, git_identity, make_tiny_pipeline_repo, stages_run
 from helpers_remote import (
     BUCKET,
-    REPO,
     S3Server,
     add_remote,
     base_env,
     free_port,
-    git_commit,
-    make_tiny_pipeline_repo,
     run,
     tracked_state,
 )
@@ -139,7 +136,8 @@ def test_credentials_in_config_local_work_and_stay_out_of_git(small_repo, s3, tm
 def origin(s3, tiny_repo_factory, tmp_path_factory) -> Path:
     """What one person shares: the tiny pipeline reproduced, its S3 remote committed, `dvc push`ed."""
     tiny = tiny_repo_factory("remote-tiny")  # tiny params.yaml and synthetic data/raw
-    path = make_tiny_pipeline_repo(tmp_path_factory.mktemp("origin") / "signdigits", tiny.path)
+    env = {**base_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+    path = make_tiny_pipeline_repo(tmp_path_factory.mktemp("origin") / "signdigits", tiny.path, env)
     add_remote(path, s3, "pipeline")
     run(["dvc", "push"], cwd=path, env=s3.env())
     return path
@@ -220,7 +218,7 @@ def test_a_pushed_run_cache_restores_train_best_elsewhere_once_its_uncached_outp
 
     # With the outputs every run-cache entry names: train_best restored, byte for byte. evaluate has no
     # run-cache (its report.md is an uncached out, neither metric nor plot), so it reruns, to the same bytes.
-    run([sys.executable, str(REPO / ".ci" / "push-run-outputs")], cwd=first, env=s3.env())
+    run([sys.executable, str(ROOT / ".ci" / "push-run-outputs")], cwd=first, env=s3.env())
     third = fresh_clone(origin, tmp_path, "third")
     run(["dvc", "pull", "--run-cache"], cwd=third, env=s3.env())
     set_lr(third, NEW_LR)

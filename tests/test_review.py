@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, TinyRepo, git_clone, git_identity, run
+from helpers import ROOT, TinyRepo, git_clone, git_commit, git_identity, make_tiny_pipeline_repo, run
 
 FILES = [f"{d}/IMG_{i}.JPG" for i, d in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] * 10)]
 CURVE = [0.5, 0.8, 0.8, 0.7]  # val accuracy per epoch: best epoch 2 (first of the tie), final 0.7
@@ -47,11 +47,6 @@ def write_results(repo: Path, wrong: set[int], val_accuracy: list[float] = CURVE
     return accuracy
 
 
-def commit(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], cwd=repo)
-    run(["git", "commit", "--quiet", "-m", message], cwd=repo)
-
-
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A git + DVC repository whose HEAD holds a final model that errs on 5 of 100 test images."""
@@ -60,7 +55,7 @@ def repo(tmp_path) -> Path:
     run(["dvc", "init", "--quiet"], cwd=tmp_path)
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     write_results(tmp_path, wrong={0, 1, 2, 3, 4})
-    commit(tmp_path, "base")
+    git_commit(tmp_path, "base")
     return tmp_path
 
 
@@ -149,7 +144,7 @@ def test_a_base_that_looks_like_an_option_is_refused(repo):
 )
 def test_a_malformed_file_at_the_base_exits_2_naming_it(repo, file, text, reason):
     (repo / file).write_text(text)
-    commit(repo, "broken")
+    git_commit(repo, "broken")
     write_results(repo, wrong={0, 1, 2, 3, 4})  # the workspace is fine
     done = review(repo)
     assert done.returncode == 2
@@ -164,14 +159,7 @@ def test_a_malformed_file_at_the_base_exits_2_naming_it(repo, file, text, reason
 def pipeline(tmp_path_factory) -> Path:
     """A clone of this repository's HEAD with tiny params and synthetic photos, reproduced and committed."""
     tiny = TinyRepo.create(tmp_path_factory.mktemp("tiny") / "source")
-    path = git_clone(ROOT, tmp_path_factory.mktemp("review") / "repo")
-    run(["git", "rm", "-r", "--quiet", "data/raw"], cwd=path)
-    shutil.copytree(tiny.path / "data" / "raw", path / "data" / "raw")
-    shutil.copy2(tiny.params_file, path / "params.yaml")
-    commit(path, "Tiny params and synthetic photos")
-    run(["dvc", "repro"], cwd=path, timeout=600)
-    commit(path, "Tiny results")
-    return path
+    return make_tiny_pipeline_repo(tmp_path_factory.mktemp("review") / "repo", tiny.path)
 
 
 @pytest.fixture
