@@ -29,7 +29,7 @@ REAL_RAW = ROOT / "data" / "raw"
 DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]  # the pipeline as committed
 
 requires_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU path: README, what holds where)"
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU path: docs/reproducibility.md#what-holds-where)"
 )
 
 # Settings that make every stage of the tiny repository finish in about a second of compute.

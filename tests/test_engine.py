@@ -401,7 +401,9 @@ def test_missing_device_is_a_clear_error(device, available):
 def test_trains_on_accelerator_like_on_cpu(device, available):
     """The same training on the accelerator: deterministic there, and within float tolerance of the CPU's run."""
     if not available():
-        pytest.skip(f"needs {device}: the GPU path is checked where a GPU is (README, what holds where)")
+        pytest.skip(
+            f"needs {device}: the GPU path is checked where a GPU is (docs/reproducibility.md#what-holds-where)"
+        )
     pixels, labels = make_images(48, 4, seed=0)
     cfg = config(epochs=4, augment=Augment(shift=0.1), dropout=0.2)
     runs = {}

@@ -26,7 +26,8 @@ from signdigits.core.kernels import cpu_has_avx2
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-TOLERANCE_IMAGES = 5  # README, "what holds where": test images a model may gain or lose off the bitwise path
+# docs/reproducibility.md#what-holds-where: test images a model may gain or lose off the bitwise path
+TOLERANCE_IMAGES = 5
 
 
 def bitwise_promise_exceptions(clone: Path) -> list[str]:
@@ -82,7 +83,10 @@ def own_clone(reproduced_clone, tmp_path) -> Path:
 
 
 def test_fresh_clone_reproduces_committed_lock_and_metrics_bit_for_bit(clone):
-    """README, "what holds where": byte for byte on x86-64 with AVX2, portable kernels, CPU, the locked packages."""
+    """Byte for byte on x86-64 with AVX2, portable kernels, CPU, the locked packages.
+
+    What docs/reproducibility.md#what-holds-where promises.
+    """
     reasons = bitwise_promise_exceptions(clone)
     if reasons:
         pytest.skip(f"bitwise check not applicable here ({'; '.join(reasons)}): the tolerance check ran instead")

@@ -1,4 +1,4 @@
-"""Sharing through an S3 remote (README, "Sharing models and results"), against a real S3 endpoint.
+"""Sharing through an S3 remote (docs/remote.md, "Push and pull"), against a real S3 endpoint.
 
 moto's standalone server runs on loopback with signature checks on; the credentials of its one
 IAM user reach the dvc subprocesses through AWS_* variables only (or `.dvc/config.local`), never a

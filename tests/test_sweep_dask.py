@@ -1,7 +1,7 @@
 """exp2.backend dask (issue 12): the processes backend's rows on a local and a real cluster, and its faults.
 
 The real cluster is a `dask scheduler` and `dask worker` processes on loopback, started here with
-this environment's executables, as a user would start them (README, "Running the sweep on a cluster").
+this environment's executables, as a user would start them (docs/cluster.md, "Running the sweep on a cluster").
 """
 
 from __future__ import annotations

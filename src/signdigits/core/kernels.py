@@ -7,7 +7,8 @@ ones. `portable` pins both, so every x86-64 CPU with AVX2 computes the same bits
 - ATen to AVX2 (`ATEN_CPU_CAPABILITY`), oneDNN to AVX2 (`ONEDNN_MAX_CPU_ISA`);
 - MKL to its `COMPATIBLE` branch (`MKL_CBWR`), the one Intel documents as giving the same
   results on Intel and AMD processors. Its `AVX2` branch is faster but is documented for Intel
-  processors only, and on AMD it gives other bits than MKL's default (measured; see README).
+  processors only, and on AMD it gives other bits than MKL's default (measured; see docs/reproducibility.md,
+  "The CPU-kernel pin").
 - numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`): the familiarity fit's SVD runs
   there, because MKL's LAPACK gave other bits on an Intel AVX-512 machine than on an AMD one even
   under `COMPATIBLE`. OpenBLAS picks Haswell kernels on AMD Zen too (measured: the same bits), and
