@@ -1,8 +1,9 @@
 """Classification metrics in numpy, as scikit-learn defines them (tests/test_evaluation.py checks they agree).
 
-Not scikit-learn itself: importing sklearn.metrics pulls in scipy.stats and costs 0.9-2.4 s at every
-evaluate start (measured, see README "Speed"), more than these few lines, on the command people run
-most (`dvc exp run`). The bootstrap interval and McNemar's test have no scikit-learn counterpart.
+Not scikit-learn itself: importing sklearn.metrics pulls in scipy.stats and costs about 0.8 s at every
+evaluate start (measured by benchmarks/bench.py; benchmarks/README.md, "On this machine"), more than
+these few lines, on the command people run most (`dvc exp run`). The bootstrap interval and McNemar's
+test have no scikit-learn counterpart.
 """
 
 from __future__ import annotations
