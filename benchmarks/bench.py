@@ -1,16 +1,19 @@
 """How fast signdigits is on this machine, and where the time goes. From the repository root:
 
-    python benchmarks/bench.py [--rev REV] [--repeat 5] [--parts engine,fixed,e2e,sweep,native] [--out FILE]
+    python benchmarks/bench.py [--rev REV] [--repeat 5] [--parts engine,fixed,e2e,aside,sweep,native] [--out FILE]
 
 1. the engine: seconds per epoch of `signdigits.training.engine.train` on the exp1 network at batch
    32, 64 and 256 (synthetic data of the real shape), and its matmul GFLOP/s as a share of one large
    matmul's;
 2. the fixed costs every stage process pays, each in fresh interpreters (medians of --repeat,
    interleaved): `import torch`, importing torch._dynamo, constructing and stepping torch.optim.AdamW
-   against training.optim's, and the interpreter's exit with and without gc.freeze();
+   against training.optim's, torch.use_deterministic_algorithms against the engine's switch, importing
+   sklearn.metrics (which reporting/metrics.py does without), and the interpreter's exit with and
+   without gc.freeze();
 3. end to end in a git clone of --rev with no DVC cache: cold `dvc repro --force`, no-op `dvc repro`,
    `dvc exp run -S lr=<another>`, each stage's start-up / work / writing from its own timing line, and
-   DVC's own time (what is left of `dvc exp run` after its stage processes);
+   DVC's own time (what is left of `dvc exp run` after its stage processes); with `aside`, evaluate
+   alone with its figures drawn in a second process (as shipped) and in its own (medians of --repeat);
 4. in the same clone: the exp2 sweep on local processes against a local Dask cluster (the same rows);
 5. the cold run again with `runtime.cpu_kernels: native`: what `portable` costs.
 
@@ -114,6 +117,12 @@ _CHILDREN = {  # name -> code printing seconds; "exit" ones print time.time() ju
     "n = torch.nn.Linear(784, 10); t = time.perf_counter(); "
     "o = optim.make('adamw', n.parameters(), 1e-3, 0.01, 0, {'fused': True}); "
     "n(torch.ones(1, 784)).sum().backward(); o.step(); o.zero_grad(); print(time.perf_counter() - t)",
+    "torch.use_deterministic_algorithms(True)": "import torch, time; t = time.perf_counter(); "
+    "torch.use_deterministic_algorithms(True); print(time.perf_counter() - t)",
+    "engine._use_deterministic_algorithms()": "import time; from signdigits.training import engine; "
+    "t = time.perf_counter(); engine._use_deterministic_algorithms(); print(time.perf_counter() - t)",
+    "import sklearn.metrics (numpy loaded)": "import numpy, time; t = time.perf_counter(); import sklearn.metrics; "
+    "print(time.perf_counter() - t)",
     "exit of a training process": "import time, torch; from signdigits.training import engine; print(time.time())",
     "exit of a training process, gc.freeze()": "import gc, time, torch; from signdigits.training import engine; "
     "gc.freeze(); print(time.time())",
@@ -127,6 +136,25 @@ def fixed_costs(repeat: int) -> dict:
         for name, code in _CHILDREN.items():
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             seconds[name].append(time.time() - float(out) if name.startswith("exit") else float(out))
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+_EVALUATE_FIGURES_HERE = """import runpy, sys
+from signdigits.reporting import figures
+figures.usable_cores = lambda: 1  # drawn_aside then draws every figure in this process
+sys.argv = ["stages/evaluate.py"]
+runpy.run_path("stages/evaluate.py", run_name="__main__")"""
+
+
+def figures_aside(clone: Path, env: dict, repeat: int) -> dict:
+    """Median seconds of `python stages/evaluate.py` with its figures drawn in a second process (as shipped)
+    and in its own process, interleaved."""
+    seconds = {"figures in a second process": [], "figures in the stage's process": []}
+    for _ in range(repeat):
+        for name, args in zip(seconds, (["stages/evaluate.py"], ["-c", _EVALUATE_FIGURES_HERE]), strict=True):
+            started = time.perf_counter()
+            run([sys.executable, *args], cwd=clone, env=env)
+            seconds[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
@@ -177,7 +205,7 @@ def processes_vs_dask(clone: Path, env: dict) -> dict:
     }
 
 
-def end_to_end(scratch: Path, rev: str, parts: set[str]) -> dict:
+def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int) -> dict:
     """Cold, no-op and experiment runs in a clone of `rev`; the sweep backends; the cold run with native kernels."""
     clone = git_clone(REPO, scratch / "clone")
     run(["git", "checkout", "--quiet", rev], cwd=clone)
@@ -194,6 +222,8 @@ def end_to_end(scratch: Path, rev: str, parts: set[str]) -> dict:
     )
     results["exp_run"]["dvc_and_exits_s"] = results["exp_run"]["seconds"] - stage_seconds
     run(["git", "reset", "--quiet", "--hard"], cwd=clone)
+    if "aside" in parts:
+        results["evaluate_figures"] = figures_aside(clone, env, repeat)
     if "sweep" in parts:
         results["sweep_backends"] = processes_vs_dask(clone, env)
     if "native" in parts:
@@ -231,6 +261,8 @@ def report(r: dict) -> None:
     for name, t in e2e["cold_repro"]["stages"].items():
         native = e2e.get("cold_repro_native", {}).get("stages", {}).get(name, {}).get("work_s", float("nan"))
         print(f"   {name:<24} {t['startup_s'] or 0:8.2f} {t['work_s']:6.2f} {t['write_s']:6.2f} | {native:6.2f}")
+    for name, seconds in e2e.get("evaluate_figures", {}).items():
+        print(f"   python stages/evaluate.py, {name:<31} {seconds:6.2f} s (median of {r['repeat']})")
     s = e2e.get("sweep_backends")
     if s:
         print(f"\n4. sweep, {s['runs']} runs: processes {s['processes_s']:.1f} s, Dask {s['dask_s']:.1f} s "
@@ -242,7 +274,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rev", default="HEAD", help="the commit to run end to end (uncommitted edits are not)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of the fixed-cost measurements")
     parser.add_argument("--epochs", type=int, default=8, help="engine epochs per batch size")
-    parser.add_argument("--parts", default="engine,fixed,e2e,sweep,native", help="what to measure (1, 2, 3, 4, 5)")
+    parser.add_argument("--parts", default="engine,fixed,e2e,aside,sweep,native", help="what to measure (1-5)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args(argv)
     threads = load_params(REPO / "params.yaml").runtime.threads
@@ -258,7 +290,7 @@ def main(argv=None) -> None:
         results["fixed_costs"] = fixed_costs(args.repeat)
     if "e2e" in parts:
         with tempfile.TemporaryDirectory(prefix="signdigits-bench-") as tmp:
-            results["e2e"] = end_to_end(Path(tmp), args.rev, parts)
+            results["e2e"] = end_to_end(Path(tmp), args.rev, parts, args.repeat)
     results["machine"]["load_end"] = os.getloadavg()
     report(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
