@@ -36,13 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from signdigits.core.kernels import PORTABLE_ENV, pin_cpu_kernels
+from signdigits.core.params import Runtime, TrainParams, load_params
+from signdigits.devtools import git_clone, run, stages_run, venv_env
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from helpers import git_clone, run, stages_run, venv_env  # noqa: E402
-
-from signdigits.core.kernels import PORTABLE_ENV, pin_cpu_kernels  # noqa: E402
-from signdigits.core.params import Runtime, TrainParams, load_params  # noqa: E402
 
 pin_cpu_kernels(load_params(REPO / "params.yaml").runtime.cpu_kernels)  # before torch loads, as every stage does
 

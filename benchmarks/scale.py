@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageEnhance
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from signdigits.devtools import PIPELINE_STAGES, git_clone, run, venv_env
 
-from helpers import PIPELINE_STAGES, git_clone, run, venv_env  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 _MEASURED = """import resource, subprocess, sys
 done = subprocess.run([sys.executable, sys.argv[1]])

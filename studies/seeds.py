@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from signdigits.devtools import git_clone, run, venv_env
 
-from helpers import git_clone, run, venv_env  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

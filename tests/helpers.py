@@ -24,6 +24,8 @@ import pytest
 import torch
 import yaml
 
+from signdigits.devtools import PIPELINE_STAGES, git_clone, run, stages_run
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
 DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]  # the pipeline as committed
@@ -195,34 +197,6 @@ class RunsOnUnpickle:
 # --- git and DVC in subprocesses ------------------------------------------------------------------
 
 
-def venv_env() -> dict[str, str]:
-    """This environment with the venv's python and dvc first on PATH, as `make` runs them."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1"}
-
-
-def run(
-    args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float | None = None
-) -> subprocess.CompletedProcess:
-    """Run a command (git, dvc, python) as a person would from the venv; fail the test with its output if asked."""
-    done = subprocess.run(args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
-
-
-def git_identity(repo: Path) -> None:
-    """A committer for git and for `dvc exp run`, whatever the machine's global git config."""
-    run(["git", "config", "user.email", "tests@signdigits.invalid"], cwd=repo)
-    run(["git", "config", "user.name", "signdigits tests"], cwd=repo)
-
-
-def git_clone(source: Path, target: Path) -> Path:
-    run(["git", "clone", "--quiet", str(source), str(target)], cwd=source.parent)
-    git_identity(target)
-    return target
-
-
 def git_commit(cwd: Path, message: str) -> None:
     run(["git", "add", "-A"], cwd=cwd)
     run(["git", "commit", "--quiet", "-m", message], cwd=cwd)
@@ -244,18 +218,6 @@ def make_tiny_pipeline_repo(path: Path, tiny_source: Path, env: dict[str, str] |
     return path
 
 
-PIPELINE_STAGES = [
-    "prepare",
-    "split",
-    "train_binary",
-    "train_base",
-    "train_exp1",
-    "sweep_exp2",
-    "train_best",
-    "evaluate",
-]
-
-
 def reproduce_fresh_clone(target: Path) -> Path:
     """A fresh clone of the committed HEAD with the whole pipeline run from scratch (no DVC cache)."""
     clone = git_clone(ROOT, target)
@@ -275,11 +237,6 @@ def experiments_of_head(cwd: Path) -> list[dict]:
     rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=cwd).stdout)
     baseline = next(row for row in rows if row["rev"] != "workspace")
     return [exp["revs"][0]["data"] for exp in baseline["experiments"] or []]
-
-
-def stages_run(output: str) -> list[str]:
-    """The stages DVC ran (not skipped, not restored), in order."""
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
 def train_tiny_final_model():

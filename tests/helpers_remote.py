@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import helpers
 import pytest
-from helpers import git_commit, venv_env
+from helpers import git_commit
+
+from signdigits import devtools
+from signdigits.devtools import venv_env
 
 BIN = Path(sys.executable).parent
 BUCKET = "signdigits-remote"
@@ -48,8 +50,8 @@ def base_env() -> dict[str, str]:
 def run(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """helpers.run, with base_env() and a time limit unless told otherwise."""
-    return helpers.run(args, cwd, check=check, env=env or base_env(), timeout=timeout)
+    """devtools.run, with base_env() and a time limit unless told otherwise."""
+    return devtools.run(args, cwd, check=check, env=env or base_env(), timeout=timeout)
 
 
 def tracked_state(repo: Path) -> tuple[str, dict[str, bytes]]:

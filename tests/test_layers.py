@@ -1,4 +1,7 @@
-"""The import layers: core < training < reporting < the commands (predict, review) < stages.
+"""The import layers: core < training < reporting < the commands (predict, review) < stages < devtools.
+
+devtools (what tests, benchmarks and studies share) may use any layer, and no module of the package or
+stage may import it.
 
 A module imports only from layers below its own, or from modules of its own layer with no circle
 between them. Read from the source (ast), so it covers imports inside functions and under
@@ -13,8 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "training", "reporting", "commands", "stages")
+LAYERS = ("core", "training", "reporting", "commands", "stages", "devtools")
 COMMANDS = ("signdigits.predict", "signdigits.review")
+DEVTOOLS = "signdigits.devtools"
 
 
 def layer_of(module: str) -> str:
@@ -22,6 +26,8 @@ def layer_of(module: str) -> str:
         return "stages"
     if module in COMMANDS:
         return "commands"
+    if module == DEVTOOLS:
+        return "devtools"
     parts = module.split(".")
     if len(parts) > 2 and parts[1] in LAYERS:
         return parts[1]
@@ -101,7 +107,7 @@ def test_every_module_is_in_a_layer():
     """A new top-level module or folder must be placed in the layers, not fall into core by default."""
     for module in project_sources():
         parts = module.split(".")
-        placed = module in COMMANDS or parts[0] == "stages" or len(parts) == 1 or parts[1] in LAYERS
+        placed = module in (*COMMANDS, DEVTOOLS) or parts[0] == "stages" or len(parts) == 1 or parts[1] in LAYERS
         assert placed, f"{module}: add it to a layer in tests/test_layers.py"
 
 
@@ -141,6 +147,7 @@ def test_an_upward_import_is_found():
         ("signdigits.reporting.report", "reporting"),
         ("signdigits.review", "commands"),
         ("stages.evaluate", "stages"),
+        ("signdigits.devtools", "devtools"),
     ],
 )
 def test_layer_of(module, layer):

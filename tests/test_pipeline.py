@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import copy_repository, experiments_of_head, git_clone, run, stages_run
+from helpers import copy_repository, experiments_of_head
 from packaging.requirements import Requirement
 
 from signdigits.core.kernels import cpu_has_avx2
+from signdigits.devtools import git_clone, run, stages_run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

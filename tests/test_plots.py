@@ -14,7 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, git_identity, run
+from helpers import ROOT
+
+from signdigits.devtools import git_identity, run
 
 vl_convert = pytest.importorskip("vl_convert", reason="vl-convert-python is in the dev extra")
 

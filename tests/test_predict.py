@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, RunsOnUnpickle, run, stage_env, train_tiny_final_model
+from helpers import ROOT, RunsOnUnpickle, stage_env, train_tiny_final_model
 
 from signdigits import predict
 from signdigits.core import paths
 from signdigits.core.files import FORMAT_VERSION
+from signdigits.devtools import run
 from signdigits.training.inputs import to_inputs
 
 

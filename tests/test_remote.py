@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, git_clone, git_commit, git_identity, make_tiny_pipeline_repo, stages_run
+from helpers import ROOT, git_commit, make_tiny_pipeline_repo
 from helpers_remote import (
     BUCKET,
     S3Server,
@@ -25,6 +25,8 @@ from helpers_remote import (
     run,
     tracked_state,
 )
+
+from signdigits.devtools import git_clone, git_identity, stages_run
 
 FAILS_WITHIN_S = 30  # a wrong credential or a dead endpoint must not hang CI
 UP_TO_DATE = "Data and pipelines are up to date."

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, TinyRepo, git_clone, git_commit, git_identity, make_tiny_pipeline_repo, run
+from helpers import ROOT, TinyRepo, git_commit, make_tiny_pipeline_repo
+
+from signdigits.devtools import git_clone, git_identity, run
 
 FILES = [f"{d}/IMG_{i}.JPG" for i, d in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] * 10)]
 CURVE = [0.5, 0.8, 0.8, 0.7]  # val accuracy per epoch: best epoch 2 (first of the tie), final 0.7

@@ -16,10 +16,11 @@ import time
 
 import psutil
 import pytest
-from helpers import run, stage_env, venv_env
+from helpers import stage_env
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
+from signdigits.devtools import run, venv_env
 from signdigits.training.sweep import RESULT_COLUMNS, load_sweep_data, pick_winner, results_csv, run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
