@@ -16,7 +16,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.limits import available_memory, require_memory, training_bytes, usable_cores
 from signdigits.core.params import SweepParams, TrainParams
 from signdigits.training.model import MLP, Arch
-from signdigits.training.sweep import _within_this_machine, load_sweep_data
+from signdigits.training.sweep import Grid, _within_this_machine, load_sweep_data
 
 HUGE = [1_000_000, 1_000_000]  # about 4 TB of weights, gradients and optimizer state: more than any machine
 
@@ -132,21 +132,21 @@ def test_sweep_jobs_above_the_cores_run_at_most_that_many_with_one_warning(tiny_
         pytest.skip("exp2.jobs allows at most 64, not above this machine's cores")
     sweep = SweepParams(lr=(0.01,), batch_size=(8,), epochs=(1,), optimizer=("adam",), jobs=cores + 1)
     with caplog.at_level("WARNING"):
-        capped = _within_this_machine(sweep, sweep.grid(), load_sweep_data())
+        capped = _within_this_machine(sweep, Grid(sweep), load_sweep_data())
     assert capped.jobs == cores and capped == dataclasses.replace(sweep, jobs=cores)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [
         f"sweep: exp2.jobs = {cores + 1} is more than the {cores} CPU cores this process may use; "
         f"running {cores} at a time"
     ]
-    assert _within_this_machine(capped, capped.grid(), load_sweep_data()) == capped
+    assert _within_this_machine(capped, Grid(capped), load_sweep_data()) == capped
 
 
 def test_sweep_that_cannot_fit_in_memory_is_refused(tiny_layout):
     sweep = SweepParams(lr=(0.01,), batch_size=(8,), epochs=(1,), optimizer=("adam",), jobs=1)
     sweep = dataclasses.replace(sweep, model=TrainParams(hidden=tuple(HUGE)))
     with pytest.raises(PipelineError, match=r"^params.yaml: exp2.hidden = \[1000000, 1000000\] is not allowed: "):
-        _within_this_machine(sweep, sweep.grid(), load_sweep_data())
+        _within_this_machine(sweep, Grid(sweep), load_sweep_data())
 
 
 GRID_MEMORY = textwrap.dedent(
@@ -171,7 +171,7 @@ GRID_MEMORY = textwrap.dedent(
     runs = int(sys.argv[1])
     sweep = SweepParams(lr=tuple(0.001 * (1 + i) for i in range(runs // 10_000)), batch_size=tuple(range(1, 101)),
                         epochs=tuple(range(1, 101)), optimizer=("adam",), jobs=1)
-    assert len(sweep.grid()) == runs
+    assert len(sweep_module.Grid(sweep)) == runs
     before = peak_mb()
     sweep_module.train_config = first_run
     try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-import itertools
 import math
 
 import pytest
@@ -14,9 +12,7 @@ from helpers import DVC_STAGES, ROOT
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import (
     EVERY_KEY,
-    Grid,
     Params,
-    SweepParams,
     TrainParams,
     load_params,
     parse_params,
@@ -58,8 +54,6 @@ def test_real_params_yaml_loads():
     assert params.train_base.optimizer == "sgd" and params.train_base.lr == 0.01
     assert params.split.strategy == "signer"
     assert math.isclose(params.split.train + params.split.val + params.split.test, 1.0)
-    assert len(params.exp2.grid()) == 16
-    assert all(isinstance(cfg, TrainParams) for cfg in params.exp2.grid())
     assert params.prepare.image_size == 28 and params.prepare.on_bad_image == "fail"
 
 
@@ -374,22 +368,3 @@ def test_require_components_fit():
     require_components_fit(59, 60, 784)
     with pytest.raises(PipelineError, match=r"familiarity.components = 60 is not allowed: must be below 60"):
         require_components_fit(60, 60, 784)
-
-
-# --- the lazy grid -------------------------------------------------------------------------------
-
-
-def test_grid_builds_each_configuration_on_access_in_the_old_order():
-    sweep = SweepParams(lr=(0.1, 0.2), batch_size=(32, 64, 16, 32), epochs=(10, 20, 5), optimizer=("adam", "sgd"))
-    grid = sweep.grid()
-    listed = [
-        dataclasses.replace(sweep.model, lr=lr, batch_size=bs, epochs=ep, optimizer=opt)
-        for lr, bs, ep, opt in itertools.product(sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
-    ]
-    assert len(grid) == len(listed) == 48
-    assert list(grid) == listed and grid[-1] == listed[-1] and grid[5] == listed[5]
-    with pytest.raises(IndexError):
-        grid[48]
-    # the costliest first, ties (20/64 = 10/32, and repeated batch sizes) in grid order, as a stable sort gives
-    assert list(grid.longest_first()) == sorted(range(48), key=lambda i: -listed[i].epochs / listed[i].batch_size)
-    assert math.isclose(grid.total_cost(), sum(Grid.cost(cfg) for cfg in listed))

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import itertools
+import math
 import re
 import shutil
 import signal
@@ -21,7 +22,7 @@ from helpers import stage_env
 from signdigits.core.errors import PipelineError
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 from signdigits.devtools import run, venv_env
-from signdigits.training.sweep import RESULT_COLUMNS, load_sweep_data, pick_winner, results_csv, run_sweep
+from signdigits.training.sweep import RESULT_COLUMNS, Grid, load_sweep_data, pick_winner, results_csv, run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +61,7 @@ def test_winner_is_the_row_itself():
 
 def test_default_grid_order_and_count():
     sweep = SweepParams(model=TrainParams(hidden=(256, 128, 64), dropout=0.4, momentum=0.9))
-    grid = sweep.grid()
+    grid = Grid(sweep)
     assert len(grid) == 16
     expected = list(itertools.product((0.001, 0.01), (32, 64), (10, 15), ("adam", "sgd")))
     assert [(c.lr, c.batch_size, c.epochs, c.optimizer) for c in grid] == expected
@@ -73,9 +74,25 @@ def test_default_grid_order_and_count():
 
 def test_grid_of_uneven_lists():
     sweep = SweepParams(lr=(0.1, 0.2, 0.3), batch_size=(8,), epochs=(1, 2), optimizer=("sgd",))
-    grid = sweep.grid()
+    grid = Grid(sweep)
     assert [(c.lr, c.epochs) for c in grid] == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2), (0.3, 1), (0.3, 2)]
     assert {(c.batch_size, c.optimizer) for c in grid} == {(8, "sgd")}
+
+
+def test_grid_builds_each_configuration_on_access_in_the_old_order():
+    sweep = SweepParams(lr=(0.1, 0.2), batch_size=(32, 64, 16, 32), epochs=(10, 20, 5), optimizer=("adam", "sgd"))
+    grid = Grid(sweep)
+    listed = [
+        dataclasses.replace(sweep.model, lr=lr, batch_size=bs, epochs=ep, optimizer=opt)
+        for lr, bs, ep, opt in itertools.product(sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
+    ]
+    assert len(grid) == len(listed) == 48
+    assert list(grid) == listed and grid[-1] == listed[-1] and grid[5] == listed[5]
+    with pytest.raises(IndexError):
+        grid[48]
+    # the costliest first, ties (20/64 = 10/32, and repeated batch sizes) in grid order, as a stable sort gives
+    assert list(grid.longest_first()) == sorted(range(48), key=lambda i: -listed[i].epochs / listed[i].batch_size)
+    assert math.isclose(grid.total_cost(), sum(Grid.cost(cfg) for cfg in listed))
 
 
 def test_results_csv_columns_and_rounding():

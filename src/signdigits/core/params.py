@@ -12,11 +12,10 @@ take the defaults below, as the comments of params.yaml describe.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import reprlib
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,62 +136,6 @@ class SweepParams:
     threads_per_job: int = _opt(1, ge=1, le=256)
     backend: str = _opt("processes", choices=SWEEP_BACKENDS)
     model: TrainParams = field(default_factory=TrainParams)
-
-    def grid(self) -> Grid:
-        """Every combination, in the fixed order lr, batch_size, epochs, optimizer (ties go to the first)."""
-        return Grid(self)
-
-
-class Grid(Sequence):
-    """The sweep's configurations, each built when it is asked for: a grid of millions costs no memory."""
-
-    def __init__(self, sweep: SweepParams):
-        self.sweep = sweep
-        self.axes = (sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
-
-    def __len__(self) -> int:
-        return math.prod(len(axis) for axis in self.axes)
-
-    def __getitem__(self, index: int) -> TrainParams:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"grid index {index} out of range for {len(self)} runs")
-        index %= len(self)
-        picks = []
-        for axis in reversed(self.axes):  # the last list varies fastest
-            index, i = divmod(index, len(axis))
-            picks.append(axis[i])
-        optimizer, epochs, batch_size, lr = picks
-        return dataclasses.replace(self.sweep.model, lr=lr, batch_size=batch_size, epochs=epochs, optimizer=optimizer)
-
-    @staticmethod
-    def cost(cfg: TrainParams) -> float:
-        """A run's relative time: its epochs times its batches per epoch."""
-        return cfg.epochs / cfg.batch_size
-
-    def _costs_of_pairs(self) -> list[tuple[tuple[int, int], float]]:
-        """((batch size index, epochs index), cost) of every pair: the cost depends on nothing else."""
-        batch_sizes, epochs = self.axes[1], self.axes[2]
-        return [
-            ((b, e), self.cost(dataclasses.replace(self.sweep.model, batch_size=batch_sizes[b], epochs=epochs[e])))
-            for b, e in itertools.product(range(len(batch_sizes)), range(len(epochs)))
-        ]
-
-    def total_cost(self) -> float:
-        return len(self.sweep.lr) * len(self.sweep.optimizer) * sum(cost for _, cost in self._costs_of_pairs())
-
-    def longest_first(self) -> Iterator[int]:
-        """Every index, by decreasing cost, ties in grid order: what sorting all of them would give, lazily.
-
-        The cost depends only on batch size and epochs, so only their pairs are sorted.
-        """
-        n_lr, n_batch, n_epochs, n_opt = map(len, self.axes)
-        pairs = sorted(self._costs_of_pairs(), key=lambda pair: -pair[1])  # stable: ties stay in grid order
-        for _, tied in itertools.groupby(pairs, key=lambda pair: pair[1]):
-            tied = [indices for indices, _ in tied]
-            for i_lr in range(n_lr):
-                for i_batch, i_epochs in tied:
-                    first = ((i_lr * n_batch + i_batch) * n_epochs + i_epochs) * n_opt
-                    yield from range(first, first + n_opt)
 
 
 @dataclass(frozen=True)

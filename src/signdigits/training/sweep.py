@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_local
 from dataclasses import dataclass
@@ -107,6 +107,61 @@ def _train_on_dask_worker(run: int, cfg: TrainParams, data: SweepData, runtime: 
     return train_config(run, cfg, data, runtime, threads)
 
 
+class Grid(Sequence):
+    """The sweep's configurations, each built when it is asked for: a grid of millions costs no memory.
+
+    Every combination, in the fixed order lr, batch_size, epochs, optimizer (ties go to the first).
+    """
+
+    def __init__(self, sweep: SweepParams):
+        self.sweep = sweep
+        self.axes = (sweep.lr, sweep.batch_size, sweep.epochs, sweep.optimizer)
+
+    def __len__(self) -> int:
+        return math.prod(len(axis) for axis in self.axes)
+
+    def __getitem__(self, index: int) -> TrainParams:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"grid index {index} out of range for {len(self)} runs")
+        index %= len(self)
+        picks = []
+        for axis in reversed(self.axes):  # the last list varies fastest
+            index, i = divmod(index, len(axis))
+            picks.append(axis[i])
+        optimizer, epochs, batch_size, lr = picks
+        return dataclasses.replace(self.sweep.model, lr=lr, batch_size=batch_size, epochs=epochs, optimizer=optimizer)
+
+    @staticmethod
+    def cost(cfg: TrainParams) -> float:
+        """A run's relative time: its epochs times its batches per epoch."""
+        return cfg.epochs / cfg.batch_size
+
+    def _costs_of_pairs(self) -> list[tuple[tuple[int, int], float]]:
+        """((batch size index, epochs index), cost) of every pair: the cost depends on nothing else."""
+        batch_sizes, epochs = self.axes[1], self.axes[2]
+        return [
+            ((b, e), self.cost(dataclasses.replace(self.sweep.model, batch_size=batch_sizes[b], epochs=epochs[e])))
+            for b, e in itertools.product(range(len(batch_sizes)), range(len(epochs)))
+        ]
+
+    def total_cost(self) -> float:
+        return len(self.sweep.lr) * len(self.sweep.optimizer) * sum(cost for _, cost in self._costs_of_pairs())
+
+    def longest_first(self) -> Iterator[int]:
+        """Every index, by decreasing cost, ties in grid order: what sorting all of them would give, lazily.
+
+        The cost depends only on batch size and epochs, so only their pairs are sorted.
+        """
+        n_lr, n_batch, n_epochs, n_opt = map(len, self.axes)
+        pairs = sorted(self._costs_of_pairs(), key=lambda pair: -pair[1])  # stable: ties stay in grid order
+        for _, tied in itertools.groupby(pairs, key=lambda pair: pair[1]):
+            tied = [indices for indices, _ in tied]
+            for i_lr in range(n_lr):
+                for i_batch, i_epochs in tied:
+                    first = ((i_lr * n_batch + i_batch) * n_epochs + i_epochs) * n_opt
+                    yield from range(first, first + n_opt)
+
+
 def describe_config(cfg: TrainParams) -> str:
     return f"lr {cfg.lr:g} batch {cfg.batch_size} epochs {cfg.epochs} {cfg.optimizer}"
 
@@ -116,7 +171,7 @@ def run_sweep(sweep: SweepParams, runtime: Runtime, data: SweepData) -> list[dic
 
     A run that raises stops the sweep with its configuration named; runs not yet started are cancelled.
     """
-    configs = sweep.grid()  # built run by run: memory does not grow with the grid before the first run
+    configs = Grid(sweep)  # built run by run: memory does not grow with the grid before the first run
     sweep = _within_this_machine(sweep, configs, data)
     # the longest runs first, so no worker is left with one long run at the end
     tasks = ((i, configs[i], data, runtime, sweep.threads_per_job) for i in configs.longest_first())
