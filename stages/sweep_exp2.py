@@ -6,8 +6,7 @@ from signdigits.core.cli import run_stage
 
 def main(params):
     from signdigits.core.files import write_json, write_text_atomic
-    from signdigits.core.params import require_batch_fits
-    from signdigits.training.stage import settings
+    from signdigits.training.stage import require_batch_fits, settings
     from signdigits.training.sweep import load_sweep_data, pick_winner, results_csv, run_sweep
 
     data = load_sweep_data()

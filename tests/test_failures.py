@@ -24,7 +24,9 @@ import pytest
 from helpers import assert_fails_cleanly, stage_env
 
 from signdigits.core import files
+from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
+from signdigits.training.stage import require_batch_fits
 
 # --- parameters ---------------------------------------------------------------------------------
 
@@ -54,6 +56,15 @@ PARAM_ERRORS = {
 def test_bad_params_stop_the_stage(repo, stage, changes, expected):
     repo.set_params(changes)
     assert_fails_cleanly(repo, stage, "params.yaml: ", *expected)
+
+
+def test_require_batch_fits():
+    require_batch_fits("train_base.batch_size", 32, 32)
+    with pytest.raises(PipelineError) as info:
+        require_batch_fits("train_base.batch_size", 33, 32)
+    message = str(info.value)
+    assert "train_base.batch_size = 33" in message
+    assert "larger than the 32 training images" in message
 
 
 def test_batch_larger_than_the_training_part(repo):

@@ -19,7 +19,7 @@ from signdigits.reporting.familiarity_shifts import (
     write_shifts_csv,
 )
 from signdigits.reporting.report import familiarity_section
-from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_statistics
+from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_statistics, require_components_fit
 from signdigits.training.inputs import to_inputs
 from signdigits.training.model import MLP, Arch, Classifier
 from signdigits.training.model_file import load_model, save_model
@@ -85,6 +85,9 @@ def test_a_check_of_inconsistent_shapes_is_refused():
 def test_too_many_components_is_a_user_error():
     from signdigits.core.errors import PipelineError
 
+    require_components_fit(59, 60, 784)  # below both the training images and the pixels
+    with pytest.raises(PipelineError, match=r"familiarity.components = 60 is not allowed: must be below 60"):
+        require_components_fit(60, 60, 784)
     with pytest.raises(PipelineError, match="familiarity.components = 64 is not allowed"):
         fit_familiarity(torch.rand(100, 64), torch.rand(10, 64), normalize_images=False, components=64)
 

@@ -16,8 +16,6 @@ from signdigits.core.params import (
     TrainParams,
     load_params,
     parse_params,
-    require_batch_fits,
-    require_components_fit,
     stage_requirements,
 )
 
@@ -230,15 +228,6 @@ def test_params_are_frozen():
         params.final.lr = 1.0  # type: ignore[misc]
 
 
-def test_require_batch_fits():
-    require_batch_fits("train_base.batch_size", 32, 32)
-    with pytest.raises(PipelineError) as info:
-        require_batch_fits("train_base.batch_size", 33, 32)
-    message = str(info.value)
-    assert "train_base.batch_size = 33" in message
-    assert "larger than the 32 training images" in message
-
-
 def test_seed_just_below_2_63_is_accepted():
     assert parse_params(with_changes({"seed": 2**63 - 1})).final.seed == 2**63 - 1
 
@@ -362,9 +351,3 @@ def test_load_params_requires_every_key_by_default(tmp_path):
     path.write_text(yaml.safe_dump({k: v for k, v in REAL.items() if k != "review"}))
     with pytest.raises(PipelineError, match=r"^params.yaml: review is missing"):
         load_params(path)
-
-
-def test_require_components_fit():
-    require_components_fit(59, 60, 784)
-    with pytest.raises(PipelineError, match=r"familiarity.components = 60 is not allowed: must be below 60"):
-        require_components_fit(60, 60, 784)

@@ -415,20 +415,3 @@ def _check(key: str, value: Any, rules: dict) -> None:
             problem = "must be < 2**63" if rules["lt"] == SEED_LIMIT else f"must be < {rules['lt']}"
         if problem:
             raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: {problem}")
-
-
-def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
-    """Checked once the data is loaded, before training: a batch larger than the data is a typo."""
-    if batch_size > n_train:
-        raise PipelineError(
-            f"params.yaml: {key} = {batch_size} is not allowed: larger than the {n_train} training images"
-        )
-
-
-def require_components_fit(components: int, n_train: int, pixels: int) -> None:
-    """familiarity.components below both the training images and the pixels: checked before training."""
-    if components >= min(n_train, pixels):
-        raise PipelineError(
-            f"params.yaml: familiarity.components = {components} is not allowed: "
-            f"must be below {min(n_train, pixels)} (the training images' {n_train} and pixels' {pixels})"
-        )

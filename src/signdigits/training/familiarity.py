@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from signdigits.core.params import require_components_fit
+from signdigits.core.errors import PipelineError
 from signdigits.training.inputs import normalize_each_image
 
 
@@ -100,6 +100,15 @@ class Familiarity:
         if shapes != [(d,), (d,), (k,), (3,), (3, 3), (3,), (3,)] or check.val_scores.ndim != 1:
             raise ValueError(f"familiarity check of inconsistent shapes ({k} axes of {d} pixels)")
         return check
+
+
+def require_components_fit(components: int, n_train: int, pixels: int) -> None:
+    """familiarity.components below both the training images and the pixels: checked before training."""
+    if components >= min(n_train, pixels):
+        raise PipelineError(
+            f"params.yaml: familiarity.components = {components} is not allowed: "
+            f"must be below {min(n_train, pixels)} (the training images' {n_train} and pixels' {pixels})"
+        )
 
 
 def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images: bool, components: int) -> Familiarity:

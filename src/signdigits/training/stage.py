@@ -10,11 +10,12 @@ import torch
 
 from signdigits.core import paths
 from signdigits.core.data import load_train_val
+from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import require_memory, training_bytes
-from signdigits.core.params import Runtime, TrainParams, require_batch_fits, require_components_fit
+from signdigits.core.params import Runtime, TrainParams
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
-from signdigits.training.familiarity import fit_familiarity
+from signdigits.training.familiarity import fit_familiarity, require_components_fit
 from signdigits.training.model import describe
 from signdigits.training.model_file import save_model
 
@@ -39,6 +40,14 @@ def load_stage_data(device: torch.device, classes: tuple[int, ...] = tuple(range
         Part.from_arrays(val_pixels, val_labels, device),
     )
     return StageData(train, val, list(classes))
+
+
+def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
+    """Checked once the data is loaded, before training: a batch larger than the data is a typo."""
+    if batch_size > n_train:
+        raise PipelineError(
+            f"params.yaml: {key} = {batch_size} is not allowed: larger than the {n_train} training images"
+        )
 
 
 def train_stage(
