@@ -11,7 +11,7 @@ same as one JSON document instead.
 The model is `--model`, else models/train_best.pt of the repository around the current folder (the
 first folder upwards holding dvc.yaml), else of the repository this package is installed from. The
 threshold's percentile is `--percentile`, else `familiarity.percentile` of that repository's
-params.yaml, else 97.5.
+params.yaml, else that key's default (core/params.py).
 
 Exit codes: 0 every photo answered and familiar; 1 some files missing or unreadable (the others are
 still answered); 2 nothing answered (no model, bad arguments or params); 3 every file read, but
@@ -153,9 +153,11 @@ def exit_code(answers: list[Answer], problems: list[Problem]) -> int:
 
 
 def _percentile(text: str) -> float:
-    value = float(text)
-    if not 50 < value < 100:
-        raise argparse.ArgumentTypeError(f"{text}: must lie between 50 and 100")
+    from signdigits.core.params import PERCENTILE_RANGE
+
+    value, (low, high) = float(text), PERCENTILE_RANGE
+    if not low < value < high:
+        raise argparse.ArgumentTypeError(f"{text}: must lie between {low:g} and {high:g}")
     return value
 
 

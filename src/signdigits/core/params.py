@@ -24,17 +24,18 @@ import yaml
 
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
+from signdigits.core.kernels import MODES as CPU_KERNELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-CPU_KERNELS = ("portable", "native")
 SPLIT_STRATEGIES = ("signer", "random")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 SWEEP_BACKENDS = ("processes", "dask")
 SEED_LIMIT = 2**63  # torch and numpy take any seed in 0 <= seed < 2**63
 MAX_WIDTH = 1_000_000  # a hidden layer's width; what fits in memory is checked before training (core.limits)
 SHOWN_CHARS = 200  # the longest value or key a message prints
+PERCENTILE_RANGE = (50.0, 100.0)  # familiarity.percentile lies strictly inside; so does predict's --percentile
 
 
 def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, min_len=None):
@@ -154,7 +155,7 @@ class FamiliarityParams:
     """
 
     components: int = _opt(60, ge=1, le=4096)
-    percentile: float = _opt(97.5, gt=50.0, lt=100.0)
+    percentile: float = _opt(97.5, gt=PERCENTILE_RANGE[0], lt=PERCENTILE_RANGE[1])
 
 
 @dataclass(frozen=True)
