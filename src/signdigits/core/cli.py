@@ -93,7 +93,7 @@ def run_stage(main: Callable[..., object]) -> None:
         return code
 
     code = run_command(body)
-    gc.freeze()  # the exit's collections then skip torch's module graph (over 0.5 s a process); outputs are written
+    gc.freeze()  # the exit's collections then skip torch's module graph (benchmarks/README.md); outputs are written
     sys.exit(code)
 
 

@@ -57,8 +57,9 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
 def _use_deterministic_algorithms() -> None:
     """torch.use_deterministic_algorithms(True), minus its import of the compiler stack.
 
-    The public function also sets torch._inductor's config, whose import costs over 2 s at every
-    stage start; nothing here compiles, and the kernel-level switch is the same call.
+    The public function also sets torch._inductor's config, whose import costs about 0.9 s at every
+    stage start (measured by benchmarks/bench.py; benchmarks/README.md, "On this machine"); nothing
+    here compiles, and the kernel-level switch is the same call.
     """
     set_kernels = getattr(torch._C, "_set_deterministic_algorithms", None)
     if set_kernels is None or "torch._inductor" in sys.modules:
