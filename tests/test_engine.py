@@ -214,13 +214,23 @@ def test_unbalanced_order_is_a_seeded_permutation():
     assert not torch.equal(order, _epoch_order(labels, False, torch.Generator().manual_seed(1)))
 
 
-def test_balanced_training_runs_and_counts_the_cycled_epoch():
-    pixels, labels = make_images(37, 2, seed=0)
+def test_balanced_training_counts_the_cycled_epoch():
+    """A balanced epoch cycles each class up to the largest: 2 x 30 images, not the 37 there are, so 8 batches
+    of 8. onecycle's per-batch schedule is sized by that count: a step beyond it raises, and the lr at the
+    second epoch's start is the one 8 steps give."""
+    pixels, _ = make_images(37, 2, seed=0)
     labels = np.array([0] * 30 + [1] * 7)
     data = Part.from_arrays(pixels, labels, CPU)
-    result = train(config(balanced=True, batch_size=8, epochs=2), data, data, [0, 1])
+    cfg = config(balanced=True, batch_size=8, epochs=2, scheduler="onecycle")
+    result = train(cfg, data, data, [0, 1])
     assert result.epochs_run == 2
-    assert all(0 <= h["train_accuracy"] <= 1 for h in result.history)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr, momentum=0.9)
+    scheduler = make_scheduler(cfg, optimizer, 8)
+    for _ in range(8):
+        optimizer.step()
+        scheduler.step()
+    assert result.history[1]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+    assert result.history[1]["lr"] != pytest.approx(result.history[0]["lr"])
 
 
 # --- divergence ---------------------------------------------------------------------------------

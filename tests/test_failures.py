@@ -49,13 +49,40 @@ PARAM_ERRORS = {
     "image size 4": ("prepare", {"prepare.image_size": 4}, ["prepare.image_size = 4", "must be >= 8"]),
     "error in another section": ("prepare", {"train_exp1.optimizer": "sgdd"}, ["train_exp1.optimizer = 'sgdd'"]),
     "unknown key": ("split", {"split.sed": 1}, ["unknown key split.sed", "seed"]),
+    "huge seed": (
+        "train_base",
+        {"train_base.seed": 99999999999999999999999},
+        ["train_base.seed = 99999999999999999999999 is not allowed: must be < 2**63"],
+    ),
+    # the file read strictly: a function of its text rewrites it
+    "empty file": ("train_base", lambda text: "", ["the file is empty"]),
+    "alias": ("train_base", lambda text: text + "a: &a [1, 1]\nb: &b [*a, *a]\n", ["a = &a is not allowed"]),
+    "section missing": ("train_base", lambda text: _without_section(text, "train_base"), ["train_base is missing"]),
 }
 
 
-@pytest.mark.parametrize("stage, changes, expected", PARAM_ERRORS.values(), ids=PARAM_ERRORS.keys())
-def test_bad_params_stop_the_stage(repo, stage, changes, expected):
-    repo.set_params(changes)
+@pytest.mark.parametrize("stage, change, expected", PARAM_ERRORS.values(), ids=PARAM_ERRORS.keys())
+def test_bad_params_stop_the_stage(repo, stage, change, expected):
+    """A dict sets keys, as `dvc exp run -S` would; a function rewrites the file's text."""
+    if callable(change):
+        repo.params_file.write_text(change(repo.params_file.read_text()))
+    else:
+        repo.set_params(change)
     assert_fails_cleanly(repo, stage, "params.yaml: ", *expected)
+
+
+def _without_section(text: str, section: str) -> str:
+    """params.yaml text without one top-level section (its line and the indented lines under it)."""
+    lines, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith(f"{section}:"):
+            skipping = True
+            continue
+        if skipping and (line.startswith(" ") or not line.strip()):
+            continue
+        skipping = False
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def test_require_batch_fits():
@@ -71,6 +98,12 @@ def test_batch_larger_than_the_training_part(repo):
     """Checked once the data is loaded (140 training images here), before any training."""
     repo.set_params({"train_base.batch_size": 1000})
     message = assert_fails_cleanly(repo, "train_base", "train_base.batch_size = 1000", "larger than the 140 training")
+    assert "epoch" not in message
+
+
+def test_familiarity_components_beyond_the_data_stop_before_training(repo):
+    repo.set_params({"familiarity.components": 2000})
+    message = assert_fails_cleanly(repo, "train_best", "familiarity.components = 2000 is not allowed: must be below")
     assert "epoch" not in message
 
 

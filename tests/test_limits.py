@@ -76,9 +76,11 @@ def test_unknown_where_nothing_can_be_read(tmp_path):
     assert available_memory(tmp_path / "no-proc", tmp_path / "no-cgroup") is None
 
 
-@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="Linux only")
 def test_this_machine_has_memory_available():
-    free, source = available_memory()
+    found = available_memory()
+    if found is None:
+        pytest.skip("this machine shows no memory figure (no /proc/meminfo, no cgroup limit)")
+    free, source = found
     assert free > 0 and source
 
 
@@ -199,46 +201,3 @@ def test_a_network_too_large_for_memory_stops_before_training(repo):
     message = assert_fails_cleanly(repo, "train_base", "params.yaml: train_base.hidden = [1000000, 1000000] is not")
     assert "training it needs about" in message and "is available" in message
     assert "epoch" not in message
-
-
-def test_familiarity_components_beyond_the_data_stop_before_training(repo):
-    repo.set_params({"familiarity.components": 2000})
-    message = assert_fails_cleanly(repo, "train_best", "familiarity.components = 2000 is not allowed: must be below")
-    assert "epoch" not in message
-
-
-@pytest.mark.parametrize(
-    "edit, expected",
-    [
-        (lambda text: "", "params.yaml: the file is empty"),
-        (
-            lambda text: _without_section(text, "train_base") + "train_base: {seed: 99999999999999999999999}\n",
-            "params.yaml: train_base.seed = 99999999999999999999999 is not allowed: must be < 2**63",
-        ),
-        (lambda text: text + "a: &a [1, 1]\nb: &b [*a, *a]\n", "params.yaml: a = &a is not allowed"),
-        (lambda text: _without_section(text, "train_base"), "params.yaml: train_base is missing"),
-    ],
-    ids=["empty", "huge seed", "alias", "section missing"],
-)
-def test_a_params_file_read_strictly_stops_the_stage(repo, edit, expected):
-    repo.params_file.write_text(edit(repo.params_file.read_text()))
-    assert_fails_cleanly(repo, "train_base", expected)
-
-
-def test_a_key_written_twice_stops_the_stage(repo):
-    repo.params_file.write_text(repo.params_file.read_text() + "train_exp1:\n  lr: 0.5\n")
-    assert_fails_cleanly(repo, "train_base", "params.yaml: train_exp1 is written twice")
-
-
-def _without_section(text: str, section: str) -> str:
-    """params.yaml text without one top-level section (its line and the indented lines under it)."""
-    lines, skipping = [], False
-    for line in text.splitlines():
-        if line.startswith(f"{section}:"):
-            skipping = True
-            continue
-        if skipping and (line.startswith(" ") or not line.strip()):
-            continue
-        skipping = False
-        lines.append(line)
-    return "\n".join(lines) + "\n"
