@@ -29,8 +29,9 @@ pipeline: setup
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest
 
+# The inner loop: the tests that start no process (docs/development.md says when to run which).
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest -m "not slow and not integration"
 
 lint: setup
 	$(BIN)/ruff check src stages tests benchmarks studies

@@ -14,6 +14,23 @@ from helpers import REAL_RAW, TinyLayout, TinyRepo, reproduce_fresh_clone, write
 from signdigits.core import paths
 from signdigits.core.files import write_arrays
 
+# Fixtures that run stage scripts or DVC in subprocesses, or read the real photos: a test using one
+# is marked `integration` here; other tests that start processes carry the mark themselves.
+INTEGRATION_FIXTURES = {
+    "tiny_repo",
+    "tiny_repo_factory",
+    "trained_tiny_repo",
+    "repo",
+    "reproduced_clone",
+    "real_prepared",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def tiny_repo(tmp_path) -> TinyRepo:

@@ -250,6 +250,7 @@ def test_prepared_file_carries_the_format_version(mixed_tree, tmp_path):
         assert int(npz["format_version"]) == FORMAT_VERSION
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("on_bad_image", ["fail", "skip"])
 def test_prepare_in_a_process_pool_gives_the_same_file_in_the_same_order(
     mixed_tree, tmp_path, monkeypatch, on_bad_image

@@ -359,6 +359,7 @@ def test_optimizer_falls_back_to_torch_optim_without_the_functional_api(monkeypa
     assert type(made) is getattr(torch.optim, expected)
 
 
+@pytest.mark.integration
 def test_training_does_not_import_the_compiler_stack():
     """torch.optim's classes import torch._dynamo (about 1 s a process); the engine's optimizers must not."""
     code = (

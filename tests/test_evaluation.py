@@ -256,6 +256,7 @@ def test_evaluate_refuses_a_model_of_another_image_size(tiny_layout):
 # --- figures --------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_figures_drawn_aside_are_the_bytes_drawn_in_this_process(tmp_path, monkeypatch):
     """evaluate draws its PNGs in a second process where a second core is free: the files must not differ."""
     from signdigits.reporting import figures

@@ -133,6 +133,7 @@ def test_shifts_keep_shape_and_type():
         assert not np.array_equal(out, pixels), name
 
 
+@pytest.mark.integration
 def test_evaluate_measures_the_check_on_shifted_photos(real_check, tmp_path, monkeypatch):
     model, pixels, digits = real_check
     result = measure_familiarity(model, pixels, digits, percentile=97.5)

@@ -40,6 +40,7 @@ def test_a_stage_process_runs_the_kernels_its_setting_asks_for(tiny_repo, mode):
         assert reported[1] == best
 
 
+@pytest.mark.integration
 def test_torch_imported_before_the_pin_is_refused():
     """A process (a Dask worker, say) whose torch already runs other kernels must not compute silently."""
     code = (
@@ -57,6 +58,7 @@ def test_torch_imported_before_the_pin_is_refused():
     assert "before torch and numpy are imported" in out
 
 
+@pytest.mark.integration
 def test_numpy_imported_before_the_pin_is_refused():
     """numpy's OpenBLAS picks its kernels when numpy loads: other kernels give the familiarity fit other bits."""
     code = (
@@ -76,6 +78,7 @@ def test_numpy_imported_before_the_pin_is_refused():
     assert "before torch and numpy are imported" in out
 
 
+@pytest.mark.integration
 def test_a_pinned_process_runs_numpys_openblas_on_the_portable_kernels():
     code = (
         "from signdigits.core.kernels import pin_cpu_kernels, openblas_architecture\n"

@@ -184,6 +184,7 @@ GRID_MEMORY = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_a_grid_of_ten_million_runs_takes_no_memory_before_its_first_run():
     """Peak RSS of a fresh interpreter before run_sweep and at its first run: a per-run list would add 80+ MB."""
     done = subprocess.run(

@@ -18,6 +18,8 @@ from helpers import ROOT
 
 from signdigits.devtools import git_identity, run
 
+pytestmark = pytest.mark.integration  # every test reads charts that DVC drew in a pipeline repository
+
 vl_convert = pytest.importorskip("vl_convert", reason="vl-convert-python is in the dev extra")
 
 SCORE = re.compile(r"accuracy|precision|recall|f1|auc")  # every score is a share: [0, 1]

@@ -91,6 +91,7 @@ def test_predict_without_a_model_names_the_paths_tried(tmp_path, capsys, monkeyp
     assert f"tried {tmp_path / 'models' / 'train_best.pt'}" in err and "dvc repro" in err
 
 
+@pytest.mark.integration
 def test_predict_runs_from_any_folder_with_a_model(photo_repo, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     done = subprocess.run(
@@ -159,6 +160,7 @@ def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys)
         assert f"error: {fifo}: not a regular file" in err
 
 
+@pytest.mark.integration
 def test_predict_cli_refuses_a_malicious_model(tmp_path):
     from PIL import Image
 

@@ -28,6 +28,8 @@ from helpers_remote import (
 
 from signdigits.devtools import git_clone, git_identity, stages_run
 
+pytestmark = pytest.mark.integration  # an S3 server and DVC in subprocesses
+
 FAILS_WITHIN_S = 30  # a wrong credential or a dead endpoint must not hang CI
 UP_TO_DATE = "Data and pipelines are up to date."
 NEW_LR = 0.01  # the tiny params keep lr 0.003

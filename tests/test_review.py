@@ -170,6 +170,7 @@ def work(pipeline, tmp_path) -> TinyRepo:
     return TinyRepo(pipeline).copy_to(tmp_path / "work")
 
 
+@pytest.mark.integration
 def test_a_real_change_shows_its_tables_and_writes_the_plots_page(work, tmp_path):
     work.set_params({"lr": 0.02, "epochs": 3})
     run(["dvc", "repro"], cwd=work.path, timeout=600)
@@ -189,6 +190,7 @@ def test_a_real_change_shows_its_tables_and_writes_the_plots_page(work, tmp_path
     assert sorted(changed.split(", ")) == pngs
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("change", ["params", "code"])
 def test_stale_results_are_refused(work, change):
     if change == "params":
@@ -203,6 +205,7 @@ def test_stale_results_are_refused(work, change):
     assert f"train_best: {expected}" in done.stderr and done.stderr.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_a_fresh_clone_without_models_is_not_stale(pipeline, tmp_path):
     clone = git_clone(pipeline, tmp_path / "clone")  # no DVC cache: every model and array is missing
     assert not (clone / "models" / "train_best.pt").exists()

@@ -108,6 +108,7 @@ def test_results_csv_columns_and_rounding():
 # --- run_sweep: jobs change the wall time only ---------------------------------------------------
 
 
+@pytest.mark.integration
 def test_run_sweep_with_two_jobs_equals_one_job(tiny_layout):
     model = TrainParams(hidden=(16,), dropout=0.2, momentum=0.9, seed=0)
     # batch 8 runs cost more, so jobs 2 submits them first: rows must still come back in grid order
