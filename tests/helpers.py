@@ -1,5 +1,6 @@
 """What the tests share: synthetic raw photos, a tiny copy of the repository that runs stages as DVC would,
-subprocess helpers for git and DVC, and a model file that would run code if it were unpickled.
+and a model file that would run code if it were unpickled. Running git, DVC and python as a person would
+is in signdigits.devtools, which benchmarks and studies use too.
 
 - `write_raw_tree(root, ...)` writes data/raw-style folders of small JPEGs with IMG_<n> names
   numbered like the real photos (one signer = one run of consecutive numbers, digits 0..9 in order).
