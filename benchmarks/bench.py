@@ -138,6 +138,9 @@ def fixed_costs(repeat: int) -> dict:
 
 
 _EVALUATE_FIGURES_HERE = """import runpy, sys
+from signdigits.core.kernels import pin_cpu_kernels
+from signdigits.core.params import load_params
+pin_cpu_kernels(load_params().runtime.cpu_kernels)  # before figures imports numpy, as run_stage would
 from signdigits.reporting import figures
 figures.usable_cores = lambda: 1  # drawn_aside then draws every figure in this process
 sys.argv = ["stages/evaluate.py"]
