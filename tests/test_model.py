@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickletools
 import zipfile
@@ -58,6 +59,30 @@ def test_round_trip_predicts_bitwise_identically(tmp_path, members):
     with torch.no_grad():
         assert torch.equal(loaded(x), loaded(x))
     assert model_bytes(loaded) == model_bytes(model)
+
+
+def test_the_digest_names_every_tensor_of_the_file_and_its_bytes(tmp_path):
+    """metrics/digests/<stage>.tsv: a changed tensor shows as its own line in git diff."""
+    model = make_classifier(members=2)
+    path = save_model(model, tmp_path / "m.pt", digest=tmp_path / "m.tsv")
+    header, *lines = (tmp_path / "m.tsv").read_text().splitlines()
+    assert header.split("\t") == ["name", "shape", "dtype", "md5"]
+    payload = torch.load(path, weights_only=True)
+    names = [line.split("\t")[0] for line in lines]
+    assert names == [f"members[{i}].{key}" for i in range(2) for key in sorted(payload["members"][i])]
+    for line in lines:
+        name, shape, dtype, md5 = line.split("\t")
+        index, key = name.removeprefix("members[").split("].")
+        tensor = payload["members"][int(index)][key]
+        assert (shape, dtype) == (str(tuple(tensor.shape)), str(tensor.dtype))
+        assert md5 == hashlib.md5(tensor.numpy().tobytes()).hexdigest()
+    other = make_classifier(members=2)
+    with torch.no_grad():
+        other.members[1].layers[0].bias[0] += 1e-6
+    save_model(other, tmp_path / "m.pt", digest=tmp_path / "other.tsv")
+    digests = [set((tmp_path / name).read_text().splitlines()) for name in ("m.tsv", "other.tsv")]
+    changed = digests[0] ^ digests[1]
+    assert {line.split("\t")[0] for line in changed} == {"members[1].layers.0.bias"}
 
 
 def test_file_bytes_are_deterministic_and_written_atomically(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -153,13 +154,16 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+def write_arrays(path: str | os.PathLike, digest: str | os.PathLike | None = None, **arrays: np.ndarray) -> Path:
     """Compressed .npz with a format version, the same bytes from any Python: what np.load reads.
 
     Not np.savez_compressed: it forces ZIP64 headers, which CPython's zipfile writes differently from
     one patch release to the next (3.11.2 and 3.11.7 gave other bytes for the same arrays). Here every
     header field is fixed: the 1980 timestamp, Unix as the creating system, plain (not ZIP64) sizes.
+    With `digest`, the arrays' digest_text goes there too.
     """
+    if digest is not None:
+        write_text_atomic(digest, digest_text(arrays))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in {"format_version": np.array(FORMAT_VERSION), **arrays}.items():
@@ -169,6 +173,19 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
             entry.compress_type, entry.create_system, entry.external_attr = zipfile.ZIP_DEFLATED, 3, 0o644 << 16
             archive.writestr(entry, npy.getvalue())
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def digest_text(arrays: dict[str, Any]) -> str:
+    """A line per array (numpy or CPU torch): name, shape, dtype, md5 of its raw bytes in C order.
+
+    Kept in git beside an output that lives in the DVC cache, so that when a machine makes other bytes,
+    `git diff` names the array or tensor that differs, not only the file's hash in dvc.lock.
+    """
+    lines = ["name\tshape\tdtype\tmd5"]
+    for name, array in arrays.items():
+        raw = np.ascontiguousarray(np.asarray(array))
+        lines.append(f"{name}\t{tuple(raw.shape)}\t{array.dtype}\t{hashlib.md5(raw.tobytes()).hexdigest()}")
+    return "\n".join(lines) + "\n"
 
 
 def read_arrays(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, np.ndarray]:
