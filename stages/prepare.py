@@ -8,7 +8,7 @@ def main(params):
     from signdigits.core.data import prepare
     from signdigits.core.files import write_json
 
-    metrics = prepare(paths.RAW_DIR, paths.PREPARED, params.prepare, paths.digest_path("prepare"))
+    metrics = prepare(paths.RAW_DIR, paths.PREPARED, params.prepare)
     write_json(paths.metrics_path("prepare"), metrics)
     print(f"prepare: {metrics['images']} images, {metrics['signers']} signers, {metrics['skipped_files']} skipped")
 

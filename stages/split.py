@@ -11,7 +11,7 @@ def main(params):
     prepared = load_prepared(paths.PREPARED)
     parts = split_indices(prepared.labels, prepared.signers, params.split)
     metrics = split_metrics(prepared, parts, params.split)
-    write_split(paths.SPLIT, parts, paths.digest_path("split"))
+    write_split(paths.SPLIT, parts)
     write_json(paths.metrics_path("split"), metrics)
     print(f"split ({params.split.strategy}): sizes {metrics['sizes']}, audit {metrics['audit']}")
 

@@ -138,8 +138,8 @@ def recover_signers(files: list[str], labels: np.ndarray) -> np.ndarray:
     return signers
 
 
-def prepare(raw_dir: Path, out_path: Path, params: PrepareParams, digest: Path | None = None) -> dict:
-    """Decode every raw image; write pixels, labels, signers and file names (and their digest); return the metrics."""
+def prepare(raw_dir: Path, out_path: Path, params: PrepareParams) -> dict:
+    """Decode every raw image; write pixels, labels, signers and file names; return the metrics."""
     entries = list_raw_images(raw_dir)
     pixels, labels, files, skipped = [], [], [], []
     decoded = _decode_all([path for path, _ in entries], params.image_size, params.jpeg_draft)
@@ -158,7 +158,7 @@ def prepare(raw_dir: Path, out_path: Path, params: PrepareParams, digest: Path |
         raise PipelineError(f"{raw_dir}: no readable images")
     labels = np.array(labels, dtype=np.int64)
     signers = recover_signers(files, labels)
-    write_arrays(out_path, digest, pixels=np.stack(pixels), labels=labels, signers=signers, files=np.array(files))
+    write_arrays(out_path, pixels=np.stack(pixels), labels=labels, signers=signers, files=np.array(files))
     counts = np.bincount(labels, minlength=10)
     return {
         "images": int(len(labels)),
@@ -315,8 +315,8 @@ def split_metrics(prepared: Prepared, parts: dict[str, np.ndarray], params: Spli
     }
 
 
-def write_split(path: Path, parts: dict[str, np.ndarray], digest: Path | None = None) -> None:
-    write_arrays(path, digest, **parts)
+def write_split(path: Path, parts: dict[str, np.ndarray]) -> None:
+    write_arrays(path, **parts)
 
 
 def load_split(path: Path, n_images: int) -> dict[str, np.ndarray]:

@@ -154,16 +154,13 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_arrays(path: str | os.PathLike, digest: str | os.PathLike | None = None, **arrays: np.ndarray) -> Path:
+def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Compressed .npz with a format version, the same bytes from any Python: what np.load reads.
 
     Not np.savez_compressed: it forces ZIP64 headers, which CPython's zipfile writes differently from
     one patch release to the next (3.11.2 and 3.11.7 gave other bytes for the same arrays). Here every
     header field is fixed: the 1980 timestamp, Unix as the creating system, plain (not ZIP64) sizes.
-    With `digest`, the arrays' digest_text goes there too.
     """
-    if digest is not None:
-        write_text_atomic(digest, digest_text(arrays))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in {"format_version": np.array(FORMAT_VERSION), **arrays}.items():
@@ -178,8 +175,8 @@ def write_arrays(path: str | os.PathLike, digest: str | os.PathLike | None = Non
 def digest_text(arrays: dict[str, Any]) -> str:
     """A line per array (numpy or CPU torch): name, shape, dtype, md5 of its raw bytes in C order.
 
-    Kept in git beside an output that lives in the DVC cache, so that when a machine makes other bytes,
-    `git diff` names the array or tensor that differs, not only the file's hash in dvc.lock.
+    Kept in git for each output that lives in the DVC cache (metrics/digests/), so that when a machine
+    makes other bytes, `git diff` names the array or tensor that differs, not only the file's hash.
     """
     lines = ["name\tshape\tdtype\tmd5"]
     for name, array in arrays.items():

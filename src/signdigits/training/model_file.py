@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import FORMAT_VERSION, digest_text, require_file, write_bytes_atomic, write_text_atomic
+from signdigits.core.files import FORMAT_VERSION, digest_text, require_file, write_bytes_atomic
 from signdigits.training.familiarity import Familiarity
 from signdigits.training.model import MLP, Arch, Classifier, describe
 
@@ -44,11 +44,13 @@ def model_bytes(model: Classifier) -> bytes:
     return buffer.getvalue()
 
 
-def save_model(model: Classifier, path: str | Path, digest: str | Path | None = None) -> Path:
-    """The model file; with `digest`, its tensors' digest_text there too."""
-    if digest is not None:
-        write_text_atomic(digest, digest_text(dict(_tensors(model_payload(model)))))
+def save_model(model: Classifier, path: str | Path) -> Path:
     return write_bytes_atomic(path, model_bytes(model))
+
+
+def tensor_digest(path: str | Path) -> str:
+    """digest_text of every tensor a model file holds (files.digest_text)."""
+    return digest_text(dict(_tensors(torch.load(require_file(path), map_location="cpu", weights_only=True))))
 
 
 def _tensors(value, name: str = ""):

@@ -48,8 +48,7 @@ def train_stage(
     classes: tuple[int, ...] = tuple(range(10)),
     familiarity_components: int = 0,
 ) -> dict:
-    """Train one stage's model; write models/<name>.pt (its digest metrics/digests/<name>.tsv), metrics/<name>.json
-    and plots/<name>/history.csv.
+    """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
@@ -83,7 +82,7 @@ def train_stage(
         "cpu_kernels": runtime.cpu_kernels,
         "torch_version": torch.__version__,
     }
-    save_model(result.model, paths.model_path(name), paths.digest_path(name))
+    save_model(result.model, paths.model_path(name))
     write_json(paths.metrics_path(name), metrics)
     write_text_atomic(paths.history_path(name), csv_text(result.history, HISTORY_COLUMNS))
     return metrics
