@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from helpers import ROOT, TinyRepo, git_clone, git_commit, git_identity, make_tiny_pipeline_repo, run
+
+from signdigits.review import confusion_change
 
 FILES = [f"{d}/IMG_{i}.JPG" for i, d in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] * 10)]
 SCORE_COLUMNS = ("model", "part", "images", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high")
@@ -299,13 +302,24 @@ def test_a_real_change_shows_its_tables_and_writes_the_plots_page(work, tmp_path
     assert "| Epochs run | 2 | 3 |" in done.stdout
     assert "| params.yaml | `epochs` | 2 | 3 |" in done.stdout
     page = (tmp_path / "page" / "index.html").read_text()
-    assert "vegaEmbed" in page and "plots/train_best/history.csv" in page
+    assert "vegaEmbed" in page and "curves_train_best" in page
     pngs = sorted(p.name for p in (tmp_path / "page").glob("*.png"))
-    assert "plots_train_best_history.png" in pngs and "plots_evaluate_predictions_train_best.csv" not in pngs
-    assert "plots_train_base_history.png" not in pngs  # its data did not change
+    assert {"curves_train_best.png", "test_accuracy.png"} <= set(pngs)
+    assert "curves_train_base.png" not in pngs  # its data did not change
+    if "confusion_train_best.png" in pngs:  # some test photo changed its answer: the difference is drawn too
+        assert "confusion_change_train_best.png" in pngs
     assert all((tmp_path / "page" / name).read_bytes().startswith(b"\x89PNG") for name in pngs)
-    changed = done.stdout.split("charts whose data changed: ")[1].split(".\n")[0]
-    assert sorted(changed.split(", ")) == pngs
+    changed = done.stdout.split("Charts whose data changed (the `dvc plots diff` page beside them): ")[1]
+    assert sorted(changed.split(".\n")[0].split(", ")) == pngs
+
+
+def test_the_confusion_change_is_new_minus_old():
+    old = pd.DataFrame({"actual": [0, 0, 1, 1], "predicted": [0, 1, 1, 1]})
+    new = pd.DataFrame({"actual": [0, 0, 1, 1], "predicted": [0, 0, 1, 0]})
+    change, classes = confusion_change(old, new)
+    assert classes == [0, 1]
+    assert change.tolist() == [[1, -1], [1, -1]]
+    assert confusion_change(old, old) is None
 
 
 @pytest.mark.parametrize("change", ["params", "code"])

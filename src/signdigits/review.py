@@ -31,6 +31,8 @@ from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import require_file, write_bytes_atomic, write_text_atomic
 from signdigits.core.params import ReviewParams, parse_yaml, review_params
+from signdigits.reporting import figures
+from signdigits.reporting.metrics import confusion_matrix
 from signdigits.reporting.report import markdown_table
 
 TOP_CONFUSIONS = 5  # the confusions that grew most, and those that shrank most
@@ -464,9 +466,8 @@ def _rows_by_revision(spec: dict) -> dict[str, list[dict]]:
 
 
 def write_plots(base: str, out_dir: Path) -> list[Path]:
-    """`dvc plots diff` of base and the workspace as out_dir/index.html, and a PNG of each chart whose data changed.
-
-    A PNG is named after its plot file (plots/train_best/history.csv -> plots_train_best_history.png).
+    """`dvc plots diff` of base and the workspace as out_dir/index.html, a PNG of each chart whose data changed
+    (named after its id in dvc.yaml: curves_train_best.png), and the final model's confusion change (new minus old).
     """
     try:
         import vl_convert
@@ -476,7 +477,7 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
     _run(["dvc", "plots", "diff", base, "--out", str(out_dir)])
     shown = json.loads(_run(["dvc", "plots", "diff", base, "--json", "--out", str(out_dir / "static")]))
     written = []
-    for plot_file, charts in sorted(shown.get("data", {}).items()):
+    for plot_id, charts in sorted(shown.get("data", {}).items()):
         for chart in charts:
             if chart.get("type") != "vega":
                 continue
@@ -484,9 +485,26 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
             if rows.get(base) == rows.get("workspace"):
                 continue
             png = vl_convert.vegalite_to_png(chart["content"], scale=1)
-            name = Path(plot_file).with_suffix(".png").as_posix().replace("/", "_")
-            written.append(write_bytes_atomic(out_dir / name, png))
+            written.append(write_bytes_atomic(out_dir / f"{plot_id.replace('/', '_')}.png", png))
+    change = confusion_change(
+        Revision(base).predictions(paths.FINAL_MODEL), Revision(None).predictions(paths.FINAL_MODEL)
+    )
+    if change is not None:
+        name, png = figures.confusion_change(paths.FINAL_MODEL, *change)
+        written.append(write_bytes_atomic(out_dir / name, png))
     return written
+
+
+def confusion_change(old: pd.DataFrame, new: pd.DataFrame) -> tuple[np.ndarray, list[int]] | None:
+    """The test confusion matrix of new minus old (rows actual, columns predicted) and its digits; None if equal."""
+    classes = sorted({int(d) for frame in (old, new) for d in (*frame.actual, *frame.predicted)})
+    index = {c: i for i, c in enumerate(classes)}
+
+    def matrix(frame: pd.DataFrame) -> np.ndarray:
+        return confusion_matrix(frame.actual.map(index), frame.predicted.map(index), len(classes))
+
+    change = matrix(new) - matrix(old)
+    return (change, classes) if change.any() else None
 
 
 def main(argv: list[str] | None = None) -> int:
