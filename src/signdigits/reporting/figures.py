@@ -84,34 +84,40 @@ def learning_curves(name: str, history: list[dict]) -> Png:
 
 
 def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Png:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.8))
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set(
-        title=f"{name}: test confusion matrix",
-        xlabel="predicted",
-        ylabel="actual",
-        xticks=range(len(classes)),
-        yticks=range(len(classes)),
-        xticklabels=classes,
-        yticklabels=classes,
-    )
     threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
+    fig = _matrix_chart(
+        matrix,
+        classes,
+        f"{name}: test confusion matrix",
+        lambda count: (str(count), "white" if count > threshold else "black"),
+        cmap="Blues",
+    )
     return _png(fig, f"confusion_{name}.png")
 
 
 def confusion_change(name: str, change: np.ndarray, classes: list[int]) -> Png:
     """New minus old test confusion counts: red where a cell grew, blue where it shrank, blank where equal."""
+    limit = max(1, int(np.abs(change).max()))
+    fig = _matrix_chart(
+        change,
+        classes,
+        f"{name}: test confusion, new minus old",
+        lambda count: (f"{count:+d}" if count else "", "black"),
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        colorbar_label="photos",
+    )
+    return _png(fig, f"confusion_change_{name}.png")
+
+
+def _matrix_chart(matrix: np.ndarray, classes: list[int], title: str, cell, colorbar_label: str = "", **imshow):
+    """A heatmap, rows actual and columns predicted digits, each cell's text and colour from cell(count)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
-    limit = max(1, int(np.abs(change).max()))
-    image = ax.imshow(change, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    image = ax.imshow(matrix, **imshow)
     ax.set(
-        title=f"{name}: test confusion, new minus old",
+        title=title,
         xlabel="predicted",
         ylabel="actual",
         xticks=range(len(classes)),
@@ -119,12 +125,13 @@ def confusion_change(name: str, change: np.ndarray, classes: list[int]) -> Png:
         xticklabels=classes,
         yticklabels=classes,
     )
-    for (i, j), count in np.ndenumerate(change):
-        if count:
-            ax.text(j, i, f"{count:+d}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="photos")
+    for (i, j), count in np.ndenumerate(matrix):
+        text, color = cell(count)
+        if text:
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, **({"label": colorbar_label} if colorbar_label else {}))
     fig.tight_layout()
-    return _png(fig, f"confusion_change_{name}.png")
+    return fig
 
 
 def sweep_chart(rows: list[dict], winner_run: int) -> Png:
