@@ -1,14 +1,15 @@
-"""Pull-request review: what changed against a base revision, and whether it is more than noise.
+"""Pull-request review: every model's test accuracy against a base revision, and whether a change is more than noise.
 
-    python -m signdigits.review --base main [--out review.md] [--plots DIR]
+    python -m signdigits.review --base main [--full] [--out review.md] [--plots DIR] [--allow-different-photos]
 
-Writes Markdown: the final model's test accuracy old -> new with McNemar's exact test on the
-per-image test predictions of both revisions (both in git), the digits whose recall or F1 changed,
-the confusions that grew or shrank most, the final model's learning curve, then params and metrics
-changed (`dvc params diff`, `dvc metrics diff`). `--plots DIR` writes the `dvc plots diff` page to
-DIR/index.html and a PNG of each chart whose data changed. The workspace must be up to date
-(`dvc status`). Exits 1 when that accuracy drops by more than `review.max_drop` of params.yaml,
-2 when the review cannot run; DVC's own diff always exits 0.
+Writes Markdown: a verdict; one table of every model in plots/evaluate/scores.csv (the final model first),
+test accuracy old -> new with its interval and McNemar's exact test on the per-image test predictions of
+both revisions (both in git); the final model's digits and confusions that changed where its change is
+more than noise (always with --full); the params changed. The gate is the base revision's `review:`
+section of params.yaml (docs/review.md). `--plots DIR` writes the `dvc plots diff` page to DIR/index.html,
+a PNG of each chart whose data changed and the final model's confusion change. The workspace must be up
+to date (`dvc status`) and score the same test photos as the base. Exits 0 when the change passes, 1 when
+it fails the gate, 2 when the review cannot run.
 """
 
 from __future__ import annotations
