@@ -468,7 +468,8 @@ def _rows_by_revision(spec: dict) -> dict[str, list[dict]]:
 
 def write_plots(base: str, out_dir: Path) -> list[Path]:
     """`dvc plots diff` of base and the workspace as out_dir/index.html, a PNG of each chart whose data changed
-    (named after its id in dvc.yaml, / as _: test_accuracy.png, plots_train_best_history.csv.png), and the final model's confusion change (new minus old).
+    (named after its id in dvc.yaml, / as _: test_accuracy.png, plots_train_best_history.csv.png), and the
+    final model's confusion change (new minus old).
     """
     try:
         import vl_convert
