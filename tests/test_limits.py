@@ -15,7 +15,7 @@ from helpers import assert_fails_cleanly
 from signdigits.core.errors import PipelineError
 from signdigits.core.limits import available_memory, require_memory, training_bytes, usable_cores
 from signdigits.core.params import SweepParams, TrainParams
-from signdigits.training.model import MLP, Arch
+from signdigits.training.model import Arch, Network
 from signdigits.training.sweep import _within_this_machine, load_sweep_data
 
 HUGE = [1_000_000, 1_000_000]  # about 4 TB of weights, gradients and optimizer state: more than any machine
@@ -92,7 +92,7 @@ def test_estimate_covers_what_torch_allocates(optimizer, momentum):
 
     cfg = TrainParams(hidden=(300, 100), optimizer=optimizer, momentum=momentum, batch_size=16)
     arch = Arch(28, cfg.hidden, 10, 0.0)
-    net = MLP(arch, torch.zeros(784), torch.ones(784))
+    net = Network(arch, torch.zeros(784), torch.ones(784))
     optimizer_ = make_optimizer(cfg, net.parameters(), torch.device("cpu"))
     net(torch.rand(16, 784)).sum().backward()
     optimizer_.step()
@@ -101,6 +101,25 @@ def test_estimate_covers_what_torch_allocates(optimizer, momentum):
     held = sum(t.numel() * t.element_size() for t in tensors)
     estimate = training_bytes(cfg, 784, 10, images=16)
     assert held <= estimate < 2 * held
+
+
+def test_cnn_estimate_covers_its_weights_and_a_batchs_activations():
+    """A CNN's estimate learns its kind: conv weights, optimizer state, and the activations torch keeps for backward."""
+    from signdigits.training.engine import make_optimizer
+
+    cfg = TrainParams(hidden=(), optimizer="adamw", batch_size=64)
+    arch = Arch(28, (), 10, 0.0, kind="cnn", channels=(16, 32, 64))
+    net = Network(arch, torch.zeros(784), torch.ones(784))
+    optimizer_ = make_optimizer(cfg, net.parameters(), torch.device("cpu"))
+    net(torch.rand(64, 784)).sum().backward()
+    optimizer_.step()
+    tensors = [*net.parameters(), *(p.grad for p in net.parameters())]
+    tensors += [t for state in optimizer_.state.values() for t in state.values() if torch.is_tensor(t) and t.dim()]
+    held = sum(t.numel() * t.element_size() for t in tensors)
+    activations = 4 * 64 * sum(c * s * s for c, s in zip(arch.channels, (28, 14, 7), strict=True))  # conv outputs
+    estimate = training_bytes(cfg, 784, 10, 64, arch.channels)
+    assert held + activations <= estimate
+    assert estimate > training_bytes(cfg, 784, 10, 64, (8, 16, 32)) > training_bytes(cfg, 784, 10, 64)
 
 
 def test_estimate_grows_with_what_is_kept():

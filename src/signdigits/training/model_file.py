@@ -21,14 +21,14 @@ import torch
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, require_file, write_bytes_atomic
 from signdigits.training.familiarity import Familiarity
-from signdigits.training.model import MLP, Arch, Classifier, describe
+from signdigits.training.model import KINDS, Arch, Classifier, Network, describe
 
 
 def model_bytes(model: Classifier) -> bytes:
     """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
     payload = {
         "format_version": FORMAT_VERSION,
-        "arch": {**asdict(model.arch), "hidden": list(model.arch.hidden)},
+        "arch": arch_payload(model.arch),
         "classes": list(model.classes),
         "members": [{k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()} for m in model.members],
     }
@@ -37,6 +37,15 @@ def model_bytes(model: Classifier) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
+
+
+def arch_payload(arch: Arch) -> dict:
+    """The architecture as plain data. A fully-connected network's holds no kind and no channels (absent
+    means MLP), so its files keep the bytes they had before CNNs existed; the format version is unchanged."""
+    payload = {**asdict(arch), "hidden": list(arch.hidden), "channels": list(arch.channels)}
+    if arch.kind == "mlp":
+        del payload["kind"], payload["channels"]
+    return payload
 
 
 def save_model(model: Classifier, path: str | Path) -> Path:
@@ -49,10 +58,12 @@ def load_model(
     n_classes: int | None = None,
     hidden: tuple[int, ...] | None = None,
     device: str | torch.device = "cpu",
+    kind: str | None = None,
 ) -> Classifier:
     """Rebuild a Classifier; a missing, foreign, truncated or mismatched file is a PipelineError.
 
-    The checks that are given (image_size, n_classes, hidden) must match the file's architecture.
+    The checks that are given (image_size, n_classes, hidden: the dense widths, kind: mlp or cnn) must
+    match the file's architecture.
     """
     path = require_file(path)
     try:
@@ -87,10 +98,14 @@ def load_model(
             n_classes=int(raw["n_classes"]),
             dropout=float(raw["dropout"]),
             normalize_images=bool(raw["normalize_images"]),
+            kind=str(raw.get("kind", "mlp")),
+            channels=tuple(int(c) for c in raw.get("channels", ())),
         )
+        if arch.kind not in KINDS or (arch.kind == "cnn") != bool(arch.channels):
+            raise ValueError(f"network kind {arch.kind!r} with channels {list(arch.channels)}")
         members = []
         for state in payload["members"]:
-            member = MLP(arch, state["mean"], state["std"])
+            member = Network(arch, state["mean"], state["std"])
             member.load_state_dict(state)
             members.append(member)
         model = Classifier(arch, [int(c) for c in payload["classes"]], members, _familiarity(payload, arch))
@@ -98,7 +113,7 @@ def load_model(
             raise ValueError(f"{len(members)} networks and {len(model.classes)} classes for {arch.n_classes} outputs")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
-    expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden}
+    expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden, "kind": kind}
     for name, value in expected.items():
         if value is not None and getattr(arch, name) != value:
             raise PipelineError(
