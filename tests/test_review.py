@@ -97,6 +97,19 @@ def test_the_curve_summary_takes_the_first_best_epoch(repo):
     assert "| Best val loss | 0.2000 | 0.1000 |" in curve
 
 
+def test_a_model_beyond_the_study_shows_its_test_accuracy(repo):
+    assert "Beyond the study" not in review(repo).stdout  # neither revision has one
+    write_results(repo, wrong={0, 1, 2, 3, 4})
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    (repo / "metrics/evaluate.json").write_text(json.dumps({**evaluation, "train_cnn": {"test_accuracy": 0.99}}))
+    assert "Beyond the study, train_cnn test accuracy: none -> 99.00%." in review(repo).stdout
+    git_commit(repo, "a CNN")
+    (repo / "metrics/evaluate.json").write_text(json.dumps({**evaluation, "train_cnn": {"test_accuracy": 0.98}}))
+    done = review(repo)
+    assert done.returncode == 0  # the gate is the final model's accuracy only
+    assert "Beyond the study, train_cnn test accuracy: 99.00% -> 98.00% (-1.00%)." in done.stdout
+
+
 def test_a_drop_within_max_drop_passes_and_is_called_noise(repo):
     write_results(repo, wrong={0, 1, 2, 3, 5})  # one image swapped: same accuracy
     done = review(repo)

@@ -141,6 +141,17 @@ class Revision:
 
         return self.parse(paths.metrics_path("evaluate"), parse)
 
+    def beyond_study_accuracy(self, name: str) -> float | None:
+        """metrics/evaluate.json's test accuracy of a model beyond the study; None where this revision has none."""
+
+        def parse(text: str) -> float | None:
+            value = json.loads(text).get(name, {}).get("test_accuracy")
+            if value is not None and (not isinstance(value, int | float) or not 0 <= value <= 1):
+                raise ValueError(f"{name} test accuracy {value!r} is not a number in [0, 1]")
+            return value
+
+        return self.parse(paths.metrics_path("evaluate"), parse)
+
     def predictions(self) -> pd.DataFrame:
         return self.table(paths.predictions_path(paths.FINAL_MODEL), ("file", "actual", "predicted"))
 
@@ -273,6 +284,7 @@ def build_review(base: str) -> tuple[str, bool]:
         f"only before, {test['only_new_correct']} right only after, p = {test['p_value']:.4g} "
         + ("(a real difference at the 5% level)." if significant else "(not distinguishable from noise at 5%).")
         + "\n",
+        *_beyond_study_lines(old, new),
         "### Digits whose test recall or F1 changed\n",
         per_digit,
         "### Confusions that grew or shrank most (test images, actual -> predicted)\n",
@@ -285,6 +297,19 @@ def build_review(base: str) -> tuple[str, bool]:
         _diff_table(_dvc_diff("metrics", base)),
     ]
     return "\n".join(lines), passed
+
+
+def _beyond_study_lines(old: Revision, new: Revision) -> list[str]:
+    """A line per model beyond the study (train_cnn) that either revision scored: its test accuracy old -> new."""
+    lines = []
+    for name in paths.BEYOND_STUDY:
+        before, after = old.beyond_study_accuracy(name), new.beyond_study_accuracy(name)
+        if after is None and before is None:
+            continue
+        shown = [f"{a:.2%}" if a is not None else "none" for a in (before, after)]
+        change = f" ({after - before:+.2%})" if None not in (before, after) else ""
+        lines.append(f"Beyond the study, {name} test accuracy: {shown[0]} -> {shown[1]}{change}.\n")
+    return lines
 
 
 def _rows_by_revision(spec: dict) -> dict[str, list[dict]]:
