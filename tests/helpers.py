@@ -55,6 +55,9 @@ TINY_PARAMS = {
     "exp2.optimizer": ["adam"],
     "exp2.hidden": [16],
     "exp2.jobs": 1,
+    "train_cnn.channels": [4, 8],
+    "train_cnn.epochs": 2,
+    "train_cnn.batch_size": 16,
     "evaluate.bootstrap": 10,
     "evaluate.max_misclassified": 4,
 }
@@ -252,6 +255,7 @@ PIPELINE_STAGES = [
     "train_exp1",
     "sweep_exp2",
     "train_best",
+    "train_cnn",
     "evaluate",
 ]
 

@@ -107,7 +107,7 @@ def test_every_plot_renders(clone):
     assert "errors" not in shown
     ids = list(shown["data"])
     assert len(ids) == len(set(ids))
-    for model in ("train_binary", "train_base", "train_exp1", "train_best"):
+    for model in ("train_binary", "train_base", "train_exp1", "train_best", "train_cnn"):
         assert f"plots/evaluate/predictions_{model}.csv" in ids
         assert f"plots/{model}/history.csv" in ids
     for model in ("train_base", "train_exp1", "train_best"):  # the study's figures 1-3: the report's, not the page's
