@@ -22,7 +22,8 @@ def main(params):
             draw(figures.learning_curves, name, histories[name])
         draw(figures.sweep_chart, sweep_rows, sweep["winner"]["run"])
 
-        from signdigits.reporting.evaluation import evaluate_models, summary, write_tables  # torch, from here on
+        # torch, from here on
+        from signdigits.reporting.evaluation import evaluate_models, summary, write_digests, write_tables
         from signdigits.reporting.familiarity_shifts import measure_familiarity, write_shifts_csv
         from signdigits.reporting.report import build_report, familiarity_section
         from signdigits.training.engine import setup_runtime
@@ -30,6 +31,7 @@ def main(params):
         device = setup_runtime(params.runtime)
         results = evaluate_models(paths.TRAINED_MODELS, params.evaluate, device)
         write_tables(results)
+        write_digests()
         final = results[paths.TRAINED_MODELS.index(paths.FINAL_MODEL)]
         draw(figures.confusion_heatmap, final.name, final.confusion, final.model.classes)
         limit = params.evaluate.max_misclassified

@@ -107,19 +107,19 @@ def main() -> None:
     train, _, val, val_labels = load_train_val()
     model = load_model(paths.model_path(paths.FINAL_MODEL))
     check = model.familiarity  # fitted by train_best on the same training part
-    train_statistics = photo_statistics(to_inputs(train)).numpy()
+    train_statistics = photo_statistics(to_inputs(train))
     mean, std = train_statistics.mean(axis=0), train_statistics.std(axis=0)
 
     def terms(pixels: np.ndarray) -> dict[str, np.ndarray]:
         x = to_inputs(pixels)
         distances = check.distances(x)
-        z = ((distances - check.log_mean) / check.log_std).numpy()
+        z = (distances - check.log_mean) / check.log_std
         return {
             "mahalanobis": z[:, 0],
             "reconstruction": z[:, 1],
             "photo_distance": z[:, 2],
-            "photo_distance_unlogged": distances[:, 2].exp().numpy(),
-            "photo_statistics": (photo_statistics(x).numpy() - mean) / std,
+            "photo_distance_unlogged": np.exp(distances[:, 2]),
+            "photo_statistics": (photo_statistics(x) - mean) / std,
         }
 
     def right(pixels: np.ndarray) -> np.ndarray:

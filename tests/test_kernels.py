@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -89,3 +90,36 @@ def test_a_pinned_process_runs_numpys_openblas_on_the_portable_kernels():
     if not cpu_has_avx2():
         pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
     assert out.strip() in (PORTABLE_OPENBLAS, "None")
+
+
+def test_a_pinned_process_runs_numpys_own_loops_at_the_avx2_level():
+    """numpy picks its loops (log among them) by instruction set: its AVX-512 ones gave the familiarity check's
+    validation scores other bits than its AVX2 ones on this project's Intel machine."""
+    code = (
+        "from signdigits.core.kernels import pin_cpu_kernels, numpy_avx512_targets\n"
+        "pin_cpu_kernels('portable')\n"
+        "import numpy\n"
+        "print(numpy_avx512_targets())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True)
+    if not cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2: portable cannot pin anything here")
+    assert out.returncode == 0, out.stderr  # no warning from numpy about the names it was given
+    assert out.stdout.strip() == "[]"
+
+
+def test_numpy_loaded_with_its_avx512_loops_is_refused():
+    code = (
+        "import json, numpy\n"
+        "from signdigits.core.kernels import pin_cpu_kernels, numpy_avx512_targets\n"
+        "from signdigits.core.errors import PipelineError\n"
+        "print(json.dumps(numpy_avx512_targets()))\n"
+        "try:\n    pin_cpu_kernels('portable')\nexcept PipelineError as e:\n    print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"} | {"OPENBLAS_CORETYPE": "Haswell"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    targets = json.loads(out.splitlines()[0])
+    if not targets:
+        pytest.skip("this CPU runs no AVX-512 loops of numpy: nothing to refuse")
+    assert f"runs numpy with its {' '.join(targets)} loops" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickletools
 import zipfile
@@ -14,7 +15,7 @@ from helpers import RunsOnUnpickle, requires_cuda
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION
 from signdigits.training.model import Arch, Classifier, Network, describe
-from signdigits.training.model_file import load_model, model_bytes, save_model
+from signdigits.training.model_file import load_model, model_bytes, save_model, tensor_digest
 
 SIZE = 8
 
@@ -58,6 +59,29 @@ def test_round_trip_predicts_bitwise_identically(tmp_path, members):
     with torch.no_grad():
         assert torch.equal(loaded(x), loaded(x))
     assert model_bytes(loaded) == model_bytes(model)
+
+
+def test_the_digest_names_every_tensor_of_the_file_and_its_bytes(tmp_path):
+    """metrics/digests/<stage>.tsv: a changed tensor shows as its own line in git diff."""
+    model = make_classifier(members=2)
+    path = save_model(model, tmp_path / "m.pt")
+    header, *lines = tensor_digest(path).splitlines()
+    assert header.split("\t") == ["name", "shape", "dtype", "md5"]
+    payload = torch.load(path, weights_only=True)
+    names = [line.split("\t")[0] for line in lines]
+    assert names == [f"members[{i}].{key}" for i in range(2) for key in sorted(payload["members"][i])]
+    for line in lines:
+        name, shape, dtype, md5 = line.split("\t")
+        index, key = name.removeprefix("members[").split("].")
+        tensor = payload["members"][int(index)][key]
+        assert (shape, dtype) == (str(tuple(tensor.shape)), str(tensor.dtype))
+        assert md5 == hashlib.md5(tensor.numpy().tobytes()).hexdigest()
+    other = make_classifier(members=2)
+    with torch.no_grad():
+        other.members[1].layers[0].bias[0] += 1e-6
+    other_path = save_model(other, tmp_path / "o.pt")
+    changed = set(tensor_digest(path).splitlines()) ^ set(tensor_digest(other_path).splitlines())
+    assert {line.split("\t")[0] for line in changed} == {"members[1].layers.0.bias"}
 
 
 def test_file_bytes_are_deterministic_and_written_atomically(tmp_path):

@@ -87,8 +87,29 @@ def test_fresh_clone_reproduces_committed_lock_and_metrics_bit_for_bit(clone):
     if reasons:
         pytest.skip(f"bitwise check not applicable here ({'; '.join(reasons)}): the tolerance check ran instead")
     changed = run(["git", "status", "--porcelain"], cwd=clone).stdout
-    assert changed == "", f"a fresh `dvc repro --force` changed committed files:\n{changed}"
+    assert changed == "", f"a fresh `dvc repro --force` changed committed files:\n{changed}{what_differs(clone)}"
     assert "up to date" in run(["dvc", "status"], cwd=clone).stdout
+
+
+def what_differs(clone: Path) -> str:
+    """Each stage's output whose hash moved in dvc.lock, and each array or tensor whose digest moved."""
+    lines = []
+    committed = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], cwd=clone).stdout)["stages"]
+    made = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    for stage, entry in made.items():
+        before = {out["path"]: out.get("md5") for out in committed.get(stage, {}).get("outs", [])}
+        for out in entry.get("outs", []):
+            if before.get(out["path"]) != out.get("md5"):
+                lines.append(f"{stage}: {out['path']} md5 {before.get(out['path'])} -> {out.get('md5')}")
+    diff = run(["git", "diff", "--unified=0", "HEAD", "--", "metrics/digests"], cwd=clone).stdout
+    for line in diff.splitlines():
+        if line.startswith("+++ b/"):
+            stage = Path(line).stem
+        elif line.startswith(("-", "+")) and not line.startswith("---"):
+            name, shape, dtype, md5 = line[1:].split("\t")
+            lines.append(f"{stage}: {name} {shape} {dtype} {'committed' if line[0] == '-' else 'made here'} {md5}")
+    other = run(["git", "diff", "--stat", "HEAD", "--", ".", ":!dvc.lock", ":!metrics/digests"], cwd=clone).stdout
+    return "\nwhat differs:\n" + "\n".join(lines) + ("\n" + other if other else "")
 
 
 def test_fresh_clone_agrees_with_committed_results_within_tolerance(clone):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -169,6 +170,19 @@ def write_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
             entry.compress_type, entry.create_system, entry.external_attr = zipfile.ZIP_DEFLATED, 3, 0o644 << 16
             archive.writestr(entry, npy.getvalue())
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def digest_text(arrays: dict[str, Any]) -> str:
+    """A line per array (numpy or CPU torch): name, shape, dtype, md5 of its raw bytes in C order.
+
+    Kept in git for each output that lives in the DVC cache (metrics/digests/), so that when a machine
+    makes other bytes, `git diff` names the array or tensor that differs, not only the file's hash.
+    """
+    lines = ["name\tshape\tdtype\tmd5"]
+    for name, array in arrays.items():
+        raw = np.ascontiguousarray(np.asarray(array))
+        lines.append(f"{name}\t{tuple(raw.shape)}\t{array.dtype}\t{hashlib.md5(raw.tobytes()).hexdigest()}")
+    return "\n".join(lines) + "\n"
 
 
 def read_arrays(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, np.ndarray]:

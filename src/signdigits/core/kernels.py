@@ -1,17 +1,18 @@
-"""Which CPU kernels torch uses: pinned to one instruction set (`portable`) or this CPU's best (`native`).
+"""Which CPU kernels torch and numpy use: pinned to one instruction set (`portable`) or this CPU's best (`native`).
 
-PyTorch picks its vectorised kernels by the instruction set it finds at import, and MKL picks its
-matrix-multiply code path by CPU model and vendor; AVX-512 kernels round differently from AVX2
-ones. `portable` pins both, so every x86-64 CPU with AVX2 computes the same bits:
+PyTorch and numpy pick their vectorised kernels by the instruction set they find at import, and MKL
+and OpenBLAS pick theirs by CPU model and vendor; AVX-512 kernels round differently from AVX2 ones.
+`portable` pins each, so every x86-64 CPU with AVX2 computes the same bits:
 
 - ATen to AVX2 (`ATEN_CPU_CAPABILITY`), oneDNN to AVX2 (`ONEDNN_MAX_CPU_ISA`);
 - MKL to its `COMPATIBLE` branch (`MKL_CBWR`), the one Intel documents as giving the same
-  results on Intel and AMD processors. Its `AVX2` branch is faster but is documented for Intel
-  processors only, and on AMD it gives other bits than MKL's default (measured; see README).
-- numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`): the familiarity fit's SVD runs
-  there, because MKL's LAPACK gave other bits on an Intel AVX-512 machine than on an AMD one even
-  under `COMPATIBLE`. OpenBLAS picks Haswell kernels on AMD Zen too (measured: the same bits), and
-  SkylakeX kernels, with other bits, on AVX-512 Intel unless pinned.
+  results on Intel and AMD processors: the networks' float32 matrix products run there. Its
+  `AVX2` branch is documented for Intel processors only.
+- numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`) and numpy's own loops to their
+  AVX2 level (`NPY_DISABLE_CPU_FEATURES` turns off the AVX-512 targets X86_V4, AVX512_ICL and
+  AVX512_SPR): the familiarity check computes in numpy (training/familiarity.py), because torch
+  sends float64 products and square roots and logs to MKL, whose bits differed between Intel
+  and AMD even under `COMPATIBLE` (docs/reproducibility.md).
 
 The variables take effect only if set before torch and numpy are imported, so this module imports
 neither until asked what they use, and refuses to pin after the fact.
@@ -20,6 +21,7 @@ neither until asked what they use, and refuses to pin after the fact.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from signdigits.core.errors import PipelineError
@@ -30,6 +32,7 @@ PORTABLE_ENV = {
     "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy 2.4's targets above AVX2 (X86_V3)
 }
 PORTABLE_CAPABILITY = "AVX2"  # what torch reports when the pin took effect on a CPU with AVX2
 PORTABLE_OPENBLAS = "Haswell"  # what numpy's OpenBLAS reports then (threadpoolctl)
@@ -72,6 +75,9 @@ def check_cpu_kernels(mode: str) -> None:
         architecture = openblas_architecture()
         if architecture not in (None, PORTABLE_OPENBLAS):
             _refuse(f"numpy with OpenBLAS {architecture} kernels")
+        beyond_avx2 = numpy_avx512_targets()
+        if beyond_avx2:
+            _refuse(f"numpy with its {' '.join(beyond_avx2)} loops")
 
 
 def openblas_architecture() -> str | None:
@@ -79,6 +85,15 @@ def openblas_architecture() -> str | None:
     from threadpoolctl import threadpool_info
 
     return next((pool.get("architecture") for pool in threadpool_info() if pool["internal_api"] == "openblas"), None)
+
+
+def numpy_avx512_targets() -> list[str]:
+    """numpy's own SIMD targets above AVX2 that this process runs (none under the pin)."""
+    import numpy as np
+
+    internals = getattr(np, "_core", None) or np.core
+    dispatch, active = internals._multiarray_umath.__cpu_dispatch__, internals._multiarray_umath.__cpu_features__
+    return [name for name in dispatch if active.get(name) and ("AVX512" in name or name == "X86_V4")]
 
 
 def _refuse(what: str) -> None:
@@ -101,7 +116,8 @@ def pin_convolutions(mode: str) -> None:
 
 
 def describe_env(env: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in env.items())
+    """As a shell would take them before a command."""
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
 
 
 def describe_cpu_kernels(mode: str) -> str:

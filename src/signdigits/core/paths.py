@@ -34,6 +34,11 @@ def metrics_path(name: str) -> Path:
     return METRICS / f"{name}.json"
 
 
+def digest_path(stage: str) -> Path:
+    """What the stage's output in the DVC cache holds, array by array (files.digest_text), kept in git."""
+    return METRICS / "digests" / f"{stage}.tsv"
+
+
 def history_path(name: str) -> Path:
     return PLOTS / name / "history.csv"
 

@@ -14,12 +14,12 @@ import torch
 from signdigits.core import paths
 from signdigits.core.data import PARTS, load_prepared, load_split, select_digits
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import csv_text, write_text_atomic
+from signdigits.core.files import csv_text, digest_text, read_arrays, write_text_atomic
 from signdigits.core.params import EvaluateParams
 from signdigits.reporting.metrics import confusion_matrix, per_class_scores, roc_auc
 from signdigits.training.engine import Evaluation, Part, accuracy, evaluate
 from signdigits.training.model import Classifier, describe
-from signdigits.training.model_file import load_model
+from signdigits.training.model_file import load_model, tensor_digest
 
 PREDICTION_COLUMNS = ("file", "actual", "predicted", "probability")
 SCORE_COLUMNS = (
@@ -157,6 +157,19 @@ def write_tables(results: list[ModelResult]) -> None:
     digit_columns = PER_CLASS_COLUMNS[1:]
     for final in (r for r in results if r.name == paths.FINAL_MODEL):
         write_text_atomic(FINAL_PER_DIGIT, csv_text(_only(final.per_class, digit_columns), digit_columns))
+
+
+def write_digests() -> None:
+    """metrics/digests/<stage>.tsv: each array and tensor of the outputs kept in the DVC cache, for git diff.
+
+    Written here rather than by the stages that make those outputs: a plain `cache: false` output turns
+    off its stage's run-cache (DVC restores no stage whose uncached output it cannot compare), and
+    evaluate has none to lose.
+    """
+    for stage, path in (("prepare", paths.PREPARED), ("split", paths.SPLIT)):
+        write_text_atomic(paths.digest_path(stage), digest_text(read_arrays(path, required=())))
+    for name in paths.TRAINED_MODELS:
+        write_text_atomic(paths.digest_path(name), tensor_digest(paths.model_path(name)))
 
 
 def _only(rows, columns: tuple[str, ...]):

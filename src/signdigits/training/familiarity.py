@@ -18,6 +18,11 @@ answers among the combinations tried (studies/choose_familiarity.py).
 
 The threshold is a percentile of the validation photos' scores, kept with the check, so that
 changing the percentile never retrains anything: predict and evaluate apply it.
+
+Everything here computes in float64 numpy, not torch, so that every x86-64 CPU stores the same bits:
+torch sends float64 matrix products and decompositions to MKL's BLAS and LAPACK, and elementwise
+square roots and logs to MKL's vector math, whose results differ between Intel and AMD processors
+(docs/reproducibility.md, "Why the same bits").
 """
 
 from __future__ import annotations
@@ -31,126 +36,141 @@ import torch
 from signdigits.core.params import require_components_fit
 from signdigits.training.inputs import normalize_each_image
 
+PAYLOAD_ARRAYS = ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std",
+                  "val_scores")  # fmt: skip
+
 
 @dataclass
 class Familiarity:
-    """Everything needed to score images: standardisation, principal axes, and the validation scores."""
+    """Everything needed to score images: standardisation, principal axes, and the validation scores (float64)."""
 
     normalize_images: bool
-    mean: torch.Tensor  # (d,) per-pixel mean of the training images, after per-image normalisation if any
-    std: torch.Tensor  # (d,) per-pixel std, the same way
-    components: torch.Tensor  # (k, d) principal axes of the standardised training images
-    variances: torch.Tensor  # (k,) variance of the training images along each axis
-    photo_mean: torch.Tensor  # (3,) mean brightness, log contrast and log sharpness of the training photos
-    photo_precision: torch.Tensor  # (3, 3) the inverse of their covariance
-    log_mean: torch.Tensor  # (3,) mean of the three log distances on the training images
-    log_std: torch.Tensor  # (3,) their standard deviations
-    val_scores: torch.Tensor  # (n_val,) scores of the validation images: where the threshold comes from
+    mean: np.ndarray  # (d,) per-pixel mean of the training images, after per-image normalisation if any
+    std: np.ndarray  # (d,) per-pixel std, the same way
+    components: np.ndarray  # (k, d) principal axes of the standardised training images
+    variances: np.ndarray  # (k,) variance of the training images along each axis
+    photo_mean: np.ndarray  # (3,) mean brightness, log contrast and log sharpness of the training photos
+    photo_precision: np.ndarray  # (3, 3) the inverse of their covariance
+    log_mean: np.ndarray  # (3,) mean of the three log distances on the training images
+    log_std: np.ndarray  # (3,) their standard deviations
+    val_scores: np.ndarray  # (n_val,) scores of the validation images: where the threshold comes from
 
-    def standardise(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Flattened pixels in [0, 1] -> what the network's first layer sees."""
-        pixels = pixels.to(torch.float64)
+    def standardise(self, pixels: np.ndarray) -> np.ndarray:
+        """Flattened float64 pixels in [0, 1] -> what the network's first layer sees."""
         if self.normalize_images:
-            pixels = normalize_each_image(pixels)
+            pixels = _normalize_each_image(pixels)
         return (pixels - self.mean) / self.std
 
-    @torch.inference_mode()
-    def distances(self, pixels: torch.Tensor) -> torch.Tensor:
+    def distances(self, pixels) -> np.ndarray:
         """(n, 3) logs: Mahalanobis distance inside the subspace, RMS reconstruction error outside it,
-        Mahalanobis distance of the photo statistics."""
-        pixels = pixels.cpu().to(torch.float64)
+        Mahalanobis distance of the photo statistics. `pixels`: flattened, in [0, 1] (tensor or array)."""
+        pixels = _float64(pixels)
         z = self.standardise(pixels)
-        projected = z @ self.components.T
-        mahalanobis = (projected.square() / self.variances).sum(dim=1).sqrt()
-        reconstruction = (z - projected @ self.components).square().mean(dim=1).sqrt()
+        projected = _matmul(z, self.components.T)
+        mahalanobis = np.sqrt((np.square(projected) / self.variances).sum(axis=1))
+        reconstruction = np.sqrt(np.square(z - _matmul(projected, self.components)).mean(axis=1))
         photo = photo_statistics(pixels) - self.photo_mean
-        photo_distance = ((photo @ self.photo_precision) * photo).sum(dim=1).sqrt()
-        return torch.stack([mahalanobis, reconstruction, photo_distance], dim=1).clamp_min(1e-12).log()
+        photo_distance = np.sqrt((_matmul(photo, self.photo_precision) * photo).sum(axis=1))
+        return np.log(np.maximum(np.stack([mahalanobis, reconstruction, photo_distance], axis=1), 1e-12))
 
-    def scores(self, pixels: torch.Tensor) -> np.ndarray:
+    def scores(self, pixels) -> np.ndarray:
         """One number per image (flattened, in [0, 1]): higher is farther from the training photos."""
-        mahalanobis, reconstruction, photo = ((self.distances(pixels) - self.log_mean) / self.log_std).unbind(dim=1)
-        return (mahalanobis + reconstruction.abs() + photo).numpy()
+        mahalanobis, reconstruction, photo = ((self.distances(pixels) - self.log_mean) / self.log_std).T
+        return mahalanobis + np.abs(reconstruction) + photo
 
     def threshold(self, percentile: float) -> float:
         """Scores above this are unfamiliar: `percentile` percent of the validation photos lie at or below it."""
-        return float(np.percentile(self.val_scores.numpy(), percentile))
+        return float(np.percentile(self.val_scores, percentile))
 
     def to_payload(self) -> dict:
         """Plain tensors and data for the model file."""
-        return {
-            "normalize_images": self.normalize_images,
-            "mean": self.mean,
-            "std": self.std,
-            "components": self.components,
-            "variances": self.variances,
-            "photo_mean": self.photo_mean,
-            "photo_precision": self.photo_precision,
-            "log_mean": self.log_mean,
-            "log_std": self.log_std,
-            "val_scores": self.val_scores,
+        return {"normalize_images": self.normalize_images} | {
+            name: torch.from_numpy(getattr(self, name)) for name in PAYLOAD_ARRAYS
         }
 
     @classmethod
     def from_payload(cls, payload: dict) -> Familiarity:
-        tensors = [field.name for field in fields(cls)[1:]]
-        check = cls(bool(payload["normalize_images"]), *(payload[name].to(torch.float64) for name in tensors))
+        check = cls(
+            bool(payload["normalize_images"]), *(payload[name].to(torch.float64).numpy() for name in PAYLOAD_ARRAYS)
+        )
         k, d = check.components.shape
-        shapes = [getattr(check, name).shape for name in tensors if name not in ("components", "val_scores")]
+        shapes = [getattr(check, name).shape for name in PAYLOAD_ARRAYS if name not in ("components", "val_scores")]
         if shapes != [(d,), (d,), (k,), (3,), (3, 3), (3,), (3,)] or check.val_scores.ndim != 1:
             raise ValueError(f"familiarity check of inconsistent shapes ({k} axes of {d} pixels)")
         return check
 
 
-def fit_familiarity(train_x: torch.Tensor, val_x: torch.Tensor, normalize_images: bool, components: int) -> Familiarity:
+assert tuple(field.name for field in fields(Familiarity)[1:]) == PAYLOAD_ARRAYS
+
+
+def fit_familiarity(train_x, val_x, normalize_images: bool, components: int) -> Familiarity:
     """Fit on the training images only; score the validation images for the threshold.
 
-    Both are flattened pixels in [0, 1]. Computed in float64 on the CPU: the same bits on every device
-    (for the same thread count, as the network).
+    Both are flattened pixels in [0, 1] (tensors on any device, or arrays): the same bits on every device
+    and CPU, and for any thread count.
     """
-    n, d = train_x.shape
+    pixels = _float64(train_x)
+    n, d = pixels.shape
     require_components_fit(components, n, d)
-    pixels = train_x.detach().cpu().to(torch.float64)
-    x = normalize_each_image(pixels) if normalize_images else pixels
-    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)
+    x = _normalize_each_image(pixels) if normalize_images else pixels
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0, ddof=1), 1e-3)
     z = (x - mean) / std
     # z has zero mean per pixel; its principal axes are the right singular vectors.
-    singular, axes = _portable_linalg(lambda: np.linalg.svd(z.numpy(), full_matrices=False)[1:])
-    singular, axes = torch.from_numpy(singular), torch.from_numpy(axes)
-    variances = (singular[:components].square() / (n - 1)).clamp_min(1e-6)
-    signs = torch.where(axes[:components].sum(dim=1) < 0, -1.0, 1.0).to(torch.float64)  # a fixed sign per axis
+    _, singular, axes = _on_openblas(np.linalg.svd, z, full_matrices=False)
+    variances = np.maximum(np.square(singular[:components]) / (n - 1), 1e-6)
+    signs = np.where(axes[:components].sum(axis=1) < 0, -1.0, 1.0)  # a fixed sign per axis
     axes = axes[:components] * signs[:, None]
     photo = photo_statistics(pixels)
-    # pinv: a statistic constant in training is left out
-    photo_precision = torch.from_numpy(_portable_linalg(lambda: np.linalg.pinv(np.cov(photo.numpy().T))))
-    unscaled = {"log_mean": torch.zeros(3, dtype=torch.float64), "log_std": torch.ones(3, dtype=torch.float64)}
+    centred = photo - photo.mean(axis=0)
+    covariance = _matmul(centred.T, centred) / (n - 1)
+    photo_precision = _on_openblas(np.linalg.pinv, covariance)  # pinv: a statistic constant in training is left out
+    unscaled = {"log_mean": np.zeros(3), "log_std": np.ones(3)}
     check = Familiarity(
-        normalize_images, mean, std, axes, variances, photo.mean(dim=0), photo_precision, **unscaled,
-        val_scores=torch.empty(0),
+        normalize_images, mean, std, axes, variances, photo.mean(axis=0), photo_precision, **unscaled,
+        val_scores=np.empty(0),
     )  # fmt: skip
-    train_distances = check.distances(train_x)  # puts the three distances on the training images' scale
-    check.log_mean, check.log_std = train_distances.mean(dim=0), train_distances.std(dim=0).clamp_min(1e-6)
-    check.val_scores = torch.from_numpy(check.scores(val_x))
+    train_distances = check.distances(pixels)  # puts the three distances on the training images' scale
+    check.log_mean, check.log_std = train_distances.mean(axis=0), np.maximum(train_distances.std(axis=0, ddof=1), 1e-6)
+    check.val_scores = check.scores(val_x)
     return check
 
 
-def _portable_linalg(compute):
-    """compute() with numpy's LAPACK on one thread: the same bits on any CPU under the portable pin.
+def photo_statistics(pixels) -> np.ndarray:
+    """(n, 3): brightness (mean), log contrast (standard deviation) and log sharpness (RMS difference
+    of neighbouring pixels) of square images, flattened, in [0, 1]."""
+    x = _float64(pixels)
+    side = math.isqrt(x.shape[1])
+    images = x.reshape(len(x), side, side)
+    down, across = np.square(np.diff(images, axis=1)), np.square(np.diff(images, axis=2))
+    gradient = down.mean(axis=(1, 2)) + across.mean(axis=(1, 2))
+    contrast, sharpness = np.maximum(x.std(axis=1, ddof=1), 1e-3), np.maximum(np.sqrt(gradient), 1e-4)
+    return np.stack([x.mean(axis=1), np.log(contrast), np.log(sharpness)], axis=1)
 
-    torch's LAPACK (MKL) gave other bits on Intel AVX-512 than on AMD even with MKL_CBWR=COMPATIBLE;
-    OpenBLAS pinned to its Haswell kernels (core/kernels.py) on one thread gives the same bits on both.
+
+def _float64(pixels) -> np.ndarray:
+    if isinstance(pixels, torch.Tensor):
+        pixels = pixels.detach().cpu().numpy()
+    return np.asarray(pixels, dtype=np.float64)
+
+
+def _normalize_each_image(pixels: np.ndarray) -> np.ndarray:
+    """inputs.normalize_each_image, in numpy: the same formula as the network's."""
+    return normalize_each_image(torch.from_numpy(pixels)).numpy()
+
+
+def _on_openblas(function, *args, **kwargs):
+    """function(*args) with numpy's BLAS and LAPACK (OpenBLAS) on one thread: the one path for the
+    check's matrix products and decompositions.
+
+    OpenBLAS is pinned to its Haswell kernels (OPENBLAS_CORETYPE, core/kernels.py): one kernel, with
+    blocking fixed when OpenBLAS was compiled, and on one thread one summation order, on any CPU.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return compute()
+        return function(*args, **kwargs)
 
 
-def photo_statistics(pixels: torch.Tensor) -> torch.Tensor:
-    """(n, 3): brightness (mean), log contrast (standard deviation) and log sharpness (RMS difference
-    of neighbouring pixels) of square images, flattened, in [0, 1]."""
-    x = pixels.to(torch.float64)
-    side = math.isqrt(x.shape[1])
-    images = x.reshape(len(x), side, side)
-    gradient = images.diff(dim=1).square().mean(dim=(1, 2)) + images.diff(dim=2).square().mean(dim=(1, 2))
-    return torch.stack([x.mean(dim=1), x.std(dim=1).clamp_min(1e-3).log(), gradient.sqrt().clamp_min(1e-4).log()], 1)
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float64 through `_on_openblas`."""
+    return _on_openblas(np.matmul, a, b)

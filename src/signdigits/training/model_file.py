@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import FORMAT_VERSION, require_file, write_bytes_atomic
+from signdigits.core.files import FORMAT_VERSION, digest_text, require_file, write_bytes_atomic
 from signdigits.training.familiarity import Familiarity
 from signdigits.training.model import KINDS, Arch, Classifier, Network, describe
 
 
-def model_bytes(model: Classifier) -> bytes:
-    """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
+def model_payload(model: Classifier) -> dict:
+    """What the model file holds: plain data and CPU tensors."""
     payload = {
         "format_version": FORMAT_VERSION,
         "arch": arch_payload(model.arch),
@@ -34,8 +34,13 @@ def model_bytes(model: Classifier) -> bytes:
     }
     if model.familiarity is not None:
         payload["familiarity"] = model.familiarity.to_payload()
+    return payload
+
+
+def model_bytes(model: Classifier) -> bytes:
+    """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(model_payload(model), buffer)
     return buffer.getvalue()
 
 
@@ -50,6 +55,23 @@ def arch_payload(arch: Arch) -> dict:
 
 def save_model(model: Classifier, path: str | Path) -> Path:
     return write_bytes_atomic(path, model_bytes(model))
+
+
+def tensor_digest(path: str | Path) -> str:
+    """digest_text of every tensor a model file holds (files.digest_text)."""
+    return digest_text(dict(_tensors(torch.load(require_file(path), map_location="cpu", weights_only=True))))
+
+
+def _tensors(value, name: str = ""):
+    """(name, tensor) for every tensor in the payload, named by path: members[0].layers.0.weight, familiarity.mean."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            yield from _tensors(value[key], f"{name}.{key}" if name else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{name}[{i}]")
 
 
 def load_model(
