@@ -4,8 +4,9 @@ A model file is a plain dict of tensors, lists, numbers and strings written with
 read with `torch.load(weights_only=True)`, so loading never runs code from the file. It holds the
 architecture, the class labels, and one state dict per ensemble member; the per-pixel
 standardisation lives in the network as buffers, so prediction needs only pixels in [0, 1].
-The final model also carries its familiarity check (training/familiarity.py) as plain tensors,
-so that one file gives predict everything it needs.
+The final model and train_cnn also carry their familiarity check (training/familiarity.py) as plain
+tensors, so that one file gives predict everything it needs. A CNN's architecture records its kind and
+channels; a file without them holds a fully-connected network.
 """
 
 from __future__ import annotations
