@@ -22,6 +22,7 @@ import yaml
 from helpers import copy_repository, experiments_of_head, git_clone, run, stages_run
 from packaging.requirements import Requirement
 
+from signdigits.core import paths
 from signdigits.core.kernels import cpu_has_avx2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_fresh_clone_agrees_with_committed_results_within_tolerance(clone):
     committed = pd.read_csv(io.StringIO(run(["git", "show", "HEAD:plots/evaluate/scores.csv"], cwd=clone).stdout))
     reproduced = pd.read_csv(clone / "plots/evaluate/scores.csv")
     both = committed.merge(reproduced, on=["model", "part"], suffixes=("_committed", "_reproduced"))
-    assert len(both) == len(committed) == len(reproduced) == 12
+    assert len(both) == len(committed) == len(reproduced) == 3 * len(paths.TRAINED_MODELS)  # train, val, test
     assert (both.images_committed == both.images_reproduced).all()
     off = both[(both.correct_committed - both.correct_reproduced).abs() > TOLERANCE_IMAGES]
     assert off.empty, off[["model", "part", "correct_committed", "correct_reproduced"]]
