@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch first, from its own requirements file: the CPU build, so the lock never pulls a CUDA build.
 TORCH_REQUIREMENTS ?= requirements/torch-cpu.txt
 
-.PHONY: setup pipeline test test-fast lint bench lock clean-venv check-python
+.PHONY: setup pipeline test test-fast lint bench lock clean-venv check-python exps
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt $(TORCH_REQUIREMENTS) |
 
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+
+# The experiment table in 120 columns: the final model's params people change and the metrics compared
+# (`dvc exp show` alone has over 100 columns: every param and dep of every stage).
+EXP_COLUMNS := ^(Experiment|lr|epochs|batch_size|params\.yaml:seed|final\.test_accuracy|final\.val_accuracy)$$
+exps:
+	@PATH="$(CURDIR)/$(BIN):$$PATH" dvc exp show --no-pager --drop '.*' --keep '$(EXP_COLUMNS)'
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" python -m pytest

@@ -27,6 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
 DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]  # the pipeline as committed
+DVC_PLOTS = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]  # its charts: {id: definition} or a path
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU path: README, what holds where)"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import copy_repository, experiments_of_head, git_clone, run, stages_run
+from helpers import copy_repository, experiments_of_head, git_clone, run, stages_run, venv_env
 from packaging.requirements import Requirement
 
 from signdigits.core import paths
@@ -128,23 +128,27 @@ def test_every_plot_renders(clone):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], cwd=clone).stdout)
     assert "errors" not in shown
     ids = list(shown["data"])
-    assert len(ids) == len(set(ids))
+    assert len(ids) == len(set(ids)) == 16
     for model in ("train_binary", "train_base", "train_exp1", "train_best", "train_cnn"):
-        assert f"plots/evaluate/predictions_{model}.csv" in ids
-        assert f"plots/{model}/history.csv" in ids
+        assert {f"confusion_{model}", f"plots/{model}/history.csv"} <= set(ids)
     for model in ("train_base", "train_exp1", "train_best"):  # the study's figures 1-3: the report's, not the page's
         assert f"plots/figures/curves_{model}.png" not in ids
         assert (clone / f"plots/figures/curves_{model}.png").is_file()
-    assert {"plots/sweep/results.csv", "plots/figures/misclassified_train_best.png"} <= set(ids)
-    assert not any(id.startswith("dvc.yaml::") for id in ids)  # every plot declared once, beside its stage
+    assert {"plots/sweep/results.csv", "test_accuracy", "plots/figures/misclassified_train_best.png"} <= set(ids)
+    assert not any(id.startswith("metrics/") for id in ids)  # a stage's record is an out, not an (empty) chart
+    for id, (chart,) in shown["data"].items():
+        assert chart["type"] == "image" or chart["content"]["data"]["values"], id
     (sweep,) = shown["data"]["plots/sweep/results.csv"]
     assert "bar" in json.dumps(sweep["content"]["mark"])
 
 
-def test_the_experiment_table_leads_with_the_final_model_in_few_columns(clone):
+def test_the_compared_metrics_lead_with_the_final_model_in_few_columns(clone):
+    """evaluate.json is what a reviewer compares; each stage's record is a metric too (its settings in
+    `dvc metrics diff`), and `make exps` picks the columns people read (test_make_exps_...)."""
     rows = json.loads(run(["dvc", "exp", "show", "--json"], cwd=clone).stdout)
     metrics = next(row for row in rows if row["rev"] == "workspace")["data"]["metrics"]
-    assert list(metrics) == ["metrics/evaluate.json"]
+    records = {paths.metrics_path(name).as_posix() for name in ("prepare", "split", "sweep", *paths.TRAINED_MODELS)}
+    assert set(metrics) == records | {"metrics/evaluate.json"}
     columns = list(pd.json_normalize(metrics["metrics/evaluate.json"]["data"]).columns)
     assert columns[0] == "final.test_accuracy"
     assert len(columns) <= 15, columns
@@ -192,7 +196,17 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(own_clon
     review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
     assert review.returncode in (0, 1), review.stderr
     assert f"| params.yaml | `lr` | {old_lr:g} | {new_lr:g} |" in review.stdout
-    assert "McNemar's exact test on 310 paired test images" in review.stdout
+    assert "| train_best (final) | 310 |" in review.stdout
+
+    table = run(["make", "-s", "exps"], cwd=clone, env={**venv_env(), "COLUMNS": "120"}).stdout
+    lines = table.splitlines()
+    header = next(line for line in lines if "Experiment" in line)
+    assert max(map(len, lines)) <= 120, table
+    # "seed" is also a key of metrics/split.json, so DVC names the param by its file
+    for column in ("lr", "epochs", "params.yaml:seed", "batch_size", "final.test_accuracy", "final.val_accuracy"):
+        assert f" {column} " in f"{header} ", (column, table)
+    assert "…" not in table, table  # no column cut
+    assert any(f" {new_lr:g} " in line for line in lines), table  # the experiment's row
 
 
 def test_queued_experiments_run_two_at_a_time_and_are_listed(own_clone):

@@ -209,7 +209,7 @@ def test_a_pushed_run_cache_restores_train_best_elsewhere_once_its_uncached_outp
     run(["dvc", "push", "--run-cache"], cwd=first, env=s3.env())
     assert_no_secret(first, s3)
 
-    # The run-cache entries alone: train_best is retrained, for want of metrics/train_best.json.
+    # The run-cache entries alone: train_best is retrained, for want of its uncached record and curves.
     second = fresh_clone(origin, tmp_path, "second")
     set_lr(second, NEW_LR)
     done = run(["dvc", "repro", "--pull", "train_best"], cwd=second, env=s3.env())

@@ -21,7 +21,7 @@ import typing
 
 import pytest
 import yaml
-from helpers import DVC_STAGES, ROOT
+from helpers import DVC_PLOTS, DVC_STAGES, ROOT
 
 from signdigits.core import paths
 from signdigits.core.params import Params, TrainParams
@@ -98,10 +98,13 @@ def test_every_trained_model_is_a_stage_that_evaluate_depends_on():
     trained = [name for name, entry in DVC_STAGES.items() if f"models/{name}.pt" in entry.get("outs", [])]
     assert sorted(trained) == sorted(paths.TRAINED_MODELS)
     evaluate = DVC_STAGES["evaluate"]
-    plots = {next(iter(p)) for p in evaluate["plots"]}
+    outs = {next(iter(out)) if isinstance(out, dict) else out for out in evaluate["outs"]}
+    charts = {next(iter(chart)) for chart in DVC_PLOTS if isinstance(chart, dict)}
     for name in trained:
         assert f"metrics/{name}.json" in evaluate["deps"]
-        assert paths.predictions_path(name).as_posix() in plots
+        assert paths.predictions_path(name).as_posix() in outs
+        assert f"confusion_{name}" in charts
+        assert f"plots/{name}/history.csv" in [next(iter(plot)) for plot in DVC_STAGES[name]["plots"]]
 
 
 def test_every_section_of_params_yaml_is_read_by_some_stage_or_command():

@@ -226,7 +226,14 @@ class FamiliarityParams:
 
 @dataclass(frozen=True)
 class ReviewParams:
+    """The review's gate (signdigits.review), always read from the base revision's params.yaml.
+
+    A model fails when its test accuracy drops by more than `max_drop` (a fraction: 0.01 is 1 point)
+    and McNemar's exact test on the same photos says p < `alpha`. docs/review.md says why these defaults.
+    """
+
     max_drop: float = _opt(0.01, ge=0.0, le=1.0)
+    alpha: float = _opt(0.05, gt=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
@@ -307,7 +314,12 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; run the stage from the repository root")
-    loader = _StrictLoader(path.read_bytes())
+    return parse_yaml(path.read_bytes(), str(path))
+
+
+def parse_yaml(data: bytes, path: str) -> dict:
+    """read_yaml of bytes that came from elsewhere (a revision's params.yaml from git); `path` names them in errors."""
+    loader = _StrictLoader(data)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -377,6 +389,11 @@ def shown(value: Any) -> str:
 
 def _short(text: str) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def review_params(raw: dict) -> ReviewParams:
+    """The review section of a params.yaml mapping (parse_yaml); keys not written hold their defaults."""
+    return _parse_section("review", raw.get("review", {}))
 
 
 def parse_params(raw: Any) -> Params:

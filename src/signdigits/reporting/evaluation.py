@@ -27,7 +27,15 @@ SCORE_COLUMNS = (
     "precision_macro", "recall_macro", "f1_macro", "loss", "roc_auc",
 )  # fmt: skip
 PER_CLASS_COLUMNS = ("model", "digit", "precision", "recall", "f1", "support")
-TEST_ACCURACY_COLUMNS = ("model", "images", "correct", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high")
+TEST_ACCURACY_COLUMNS = (
+    "model",
+    "classes",
+    "images",
+    "correct",
+    "accuracy",
+    "accuracy_ci95_low",
+    "accuracy_ci95_high",
+)  # fmt: skip; classes: how many digits the model tells apart (the chart sets 2-digit models apart)
 TEST_ACCURACY = paths.PLOTS / "evaluate" / "test_accuracy.csv"  # chart data: one row per model
 FINAL_PER_DIGIT = paths.PLOTS / "evaluate" / f"per_digit_{paths.FINAL_MODEL}.csv"  # chart data: one row per digit
 
@@ -152,7 +160,7 @@ def write_tables(results: list[ModelResult]) -> None:
     scores = ({"model": r.name, "part": part, **s} for r in results for part, s in r.scores.items())
     write_text_atomic(paths.SCORES, csv_text(scores, SCORE_COLUMNS))
     write_text_atomic(paths.PER_CLASS, csv_text((row for r in results for row in r.per_class), PER_CLASS_COLUMNS))
-    tests = ({"model": r.name, **r.scores["test"]} for r in results)
+    tests = ({"model": r.name, "classes": len(r.model.classes), **r.scores["test"]} for r in results)
     write_text_atomic(TEST_ACCURACY, csv_text(_only(tests, TEST_ACCURACY_COLUMNS), TEST_ACCURACY_COLUMNS))
     digit_columns = PER_CLASS_COLUMNS[1:]
     for final in (r for r in results if r.name == paths.FINAL_MODEL):

@@ -60,28 +60,64 @@ def _png(fig, name: str) -> Png:
 
 
 def learning_curves(name: str, history: list[dict]) -> Png:
-    """Train and validation loss and accuracy per epoch, as the study's figures 1-3."""
+    """Per epoch: the training objective, the validation loss and both accuracies, as the study's figures 1-3.
+
+    The two losses get their own panels: the training objective is label-smoothed cross-entropy averaged over
+    the augmented batches in train mode while the weights change; the validation loss is plain cross-entropy
+    in eval mode after the epoch. On one axis the first would sit above the second and read as underfitting.
+    """
     plt = _pyplot()
     epochs = [int(r["epoch"]) for r in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (train_ax, val_ax, acc_ax) = plt.subplots(1, 3, figsize=(13, 4))
+    train_ax.plot(epochs, [float(r["train_loss"]) for r in history], "-")
+    train_ax.set(title=f"{name}: training objective", xlabel="epoch", ylabel="label-smoothed CE, augmented batches")
+    val_ax.plot(epochs, [float(r["val_loss"]) for r in history], "--", color="tab:orange")
+    val_ax.set(title=f"{name}: validation loss", xlabel="epoch", ylabel="cross-entropy (eval mode)")
     for split, style in (("train", "-"), ("val", "--")):
-        loss_ax.plot(epochs, [float(r[f"{split}_loss"]) for r in history], style, label=split)
         acc_ax.plot(epochs, [float(r[f"{split}_accuracy"]) for r in history], style, label=split)
-    loss_ax.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     acc_ax.set(title=f"{name}: accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
-    for ax in (loss_ax, acc_ax):
+    acc_ax.legend(["train (augmented batches)", "val"])
+    for ax in (train_ax, val_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
     fig.tight_layout()
     return _png(fig, f"curves_{name}.png")
 
 
 def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Png:
+    threshold = matrix.max() / 2 if matrix.size else 0
+    fig = _matrix_chart(
+        matrix,
+        classes,
+        f"{name}: test confusion matrix",
+        lambda count: (str(count), "white" if count > threshold else "black"),
+        cmap="Blues",
+    )
+    return _png(fig, f"confusion_{name}.png")
+
+
+def confusion_change(name: str, change: np.ndarray, classes: list[int]) -> Png:
+    """New minus old test confusion counts: red where a cell grew, blue where it shrank, blank where equal."""
+    limit = max(1, int(np.abs(change).max()))
+    fig = _matrix_chart(
+        change,
+        classes,
+        f"{name}: test confusion, new minus old",
+        lambda count: (f"{count:+d}" if count else "", "black"),
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        colorbar_label="photos",
+    )
+    return _png(fig, f"confusion_change_{name}.png")
+
+
+def _matrix_chart(matrix: np.ndarray, classes: list[int], title: str, cell, colorbar_label: str = "", **imshow):
+    """A heatmap, rows actual and columns predicted digits, each cell's text and colour from cell(count)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
-    image = ax.imshow(matrix, cmap="Blues")
+    image = ax.imshow(matrix, **imshow)
     ax.set(
-        title=f"{name}: test confusion matrix",
+        title=title,
         xlabel="predicted",
         ylabel="actual",
         xticks=range(len(classes)),
@@ -89,12 +125,13 @@ def confusion_heatmap(name: str, matrix: np.ndarray, classes: list[int]) -> Png:
         xticklabels=classes,
         yticklabels=classes,
     )
-    threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
-    fig.colorbar(image, ax=ax)
+        text, color = cell(count)
+        if text:
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, **({"label": colorbar_label} if colorbar_label else {}))
     fig.tight_layout()
-    return _png(fig, f"confusion_{name}.png")
+    return fig
 
 
 def sweep_chart(rows: list[dict], winner_run: int) -> Png:
