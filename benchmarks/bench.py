@@ -4,7 +4,7 @@
 
 1. the engine: seconds per epoch of `signdigits.training.engine.train` on the exp1 network at batch
    32, 64 and 256 (synthetic data of the real shape), and its matmul GFLOP/s as a share of one large
-   matmul's;
+   matmul's; and on train_cnn's network, its convolutions in ATen (what portable runs) and in oneDNN;
 2. the fixed costs every stage process pays, each in fresh interpreters (medians of --repeat,
    interleaved): `import torch`, importing torch._dynamo, constructing and stepping torch.optim.AdamW
    against training.optim's, torch.use_deterministic_algorithms against the engine's switch, importing
@@ -62,9 +62,13 @@ _TIMING = re.compile(r"^timing (\w+): start-up ([\d.?]+)s?, work ([\d.]+)s, writ
 # --- 1. the engine --------------------------------------------------------------------------------
 
 
-def engine_epochs(batch: int, epochs: int, threads: int) -> float:
-    """Median seconds per epoch of train() after the first (warm-up), from the gaps between its epoch log lines."""
+def engine_epochs(batch: int, epochs: int, threads: int, cfg: TrainParams = EXP1, channels=(), onednn=False) -> float:
+    """Median seconds per epoch of train() after the first (warm-up), from the gaps between its epoch log lines.
+
+    With `channels`, a CNN; `onednn` runs its convolutions in oneDNN rather than ATen (what portable does).
+    """
     setup_runtime(Runtime(device="cpu", threads=threads))
+    torch.backends.mkldnn.enabled = onednn
     rng = np.random.default_rng(0)
     data = [
         Part.from_arrays(rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
@@ -79,7 +83,9 @@ def engine_epochs(batch: int, epochs: int, threads: int) -> float:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        train(dataclasses.replace(EXP1, batch_size=batch, epochs=epochs), *data, list(range(N_CLASSES)), "bench")
+        train(
+            dataclasses.replace(cfg, batch_size=batch, epochs=epochs), *data, list(range(N_CLASSES)), "bench", channels
+        )
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -244,6 +250,9 @@ def report(r: dict) -> None:
         print(f"\n1. engine, exp1 network ({N_TRAIN} train + {N_VAL} val images), median epoch after the first")
     for batch, row in r.get("engine", {}).items():
         print(f"   batch {batch:>3}: {row['seconds_per_epoch']:.3f} s/epoch, matmul share {row['matmul_share']:.0%}")
+    if "cnn" in r:
+        print(f"   train_cnn's network, batch {r['cnn']['batch']}: convolutions in ATen (portable) "
+              f"{r['cnn']['aten_s']:.3f} s/epoch, in oneDNN {r['cnn']['onednn_s']:.3f} s/epoch")  # fmt: skip
     if "fixed_costs" in r:
         print(f"\n2. fixed costs per process, median of {r['repeat']}")
     for name, seconds in r.get("fixed_costs", {}).items():
@@ -287,6 +296,11 @@ def main(argv=None) -> None:
         for batch in (32, 64, 256):
             seconds = engine_epochs(batch, args.epochs, threads)
             results["engine"][batch] = {"seconds_per_epoch": seconds, "matmul_share": matmul_share(seconds, threads)}
+        cnn = load_params(REPO / "params.yaml").train_cnn
+        results["cnn"] = {"batch": cnn.model.batch_size} | {
+            f"{name}_s": engine_epochs(cnn.model.batch_size, args.epochs, threads, cnn.model, cnn.channels, onednn)
+            for name, onednn in (("aten", False), ("onednn", True))
+        }
     if "fixed" in parts:
         results["fixed_costs"] = fixed_costs(args.repeat)
     if "e2e" in parts:

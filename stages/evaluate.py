@@ -36,13 +36,18 @@ def main(params):
         draw(figures.confusion_heatmap, final.name, final.confusion, final.model.classes)
         limit = params.evaluate.max_misclassified
         draw(figures.misclassified_grid, final.name, final.pixels, final.actual, final.predicted, limit)
-        familiarity = measure_familiarity(final.model, final.pixels, final.actual, params.familiarity.percentile)
-        write_shifts_csv(familiarity)
+        checked = [final] + [r for r in results if r.model.familiarity is not None and r is not final]
+        shifts = {
+            r.name: measure_familiarity(r.model, r.pixels, r.actual, params.familiarity.percentile) for r in checked
+        }
+        for name, result in shifts.items():
+            write_shifts_csv(result, name)
+        familiarity = shifts[final.name]
         draw(figures.familiarity_shifts, familiarity.rows, familiarity.examples)
         write_json(paths.metrics_path("evaluate"), summary(results, sweep, familiarity.headline), sort_keys=False)
         scores = {r.name: r.scores for r in results}
         report = build_report(final.pixels.shape[1], split, training, sweep, scores, final.per_class)
-        report += "\n" + familiarity_section(params.familiarity.percentile, familiarity.rows)
+        report += "\n" + familiarity_section(params.familiarity.percentile, {n: r.rows for n, r in shifts.items()})
         write_text_atomic(paths.REPORT, report)
     for r in results:
         test = r.scores["test"]

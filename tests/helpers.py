@@ -59,6 +59,9 @@ TINY_PARAMS = {
     "exp2.optimizer": ["adam"],
     "exp2.hidden": [16],
     "exp2.jobs": 1,
+    "train_cnn.channels": [4, 8],
+    "train_cnn.epochs": 2,
+    "train_cnn.batch_size": 16,
     "evaluate.bootstrap": 10,
     "evaluate.max_misclassified": 4,
 }

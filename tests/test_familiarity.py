@@ -21,7 +21,7 @@ from signdigits.reporting.familiarity_shifts import (
 from signdigits.reporting.report import familiarity_section
 from signdigits.training.familiarity import Familiarity, fit_familiarity, photo_statistics, require_components_fit
 from signdigits.training.inputs import to_inputs
-from signdigits.training.model import MLP, Arch, Classifier
+from signdigits.training.model import Arch, Classifier, Network
 from signdigits.training.model_file import load_model, save_model
 
 CHECK_TENSORS = ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std")
@@ -94,7 +94,7 @@ def test_too_many_components_is_a_user_error():
 
 def test_the_check_survives_the_model_file_and_changes_no_prediction(tmp_path, one_thread):
     arch = Arch(image_size=8, hidden=(16,), n_classes=10, dropout=0.0, normalize_images=True)
-    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(64), torch.ones(64))]).eval()
+    model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(64), torch.ones(64))]).eval()
     x = torch.rand(50, 64, generator=torch.Generator().manual_seed(1))
     save_model(model, tmp_path / "plain.pt")
     model.familiarity = fit_familiarity(x[:40], x[40:], normalize_images=True, components=6)
@@ -119,7 +119,7 @@ def real_check(real_prepared):
     size = prepared.pixels.shape[1]
     arch = Arch(image_size=size, hidden=(8,), n_classes=10, dropout=0.0, normalize_images=True)
     torch.manual_seed(0)
-    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(size * size), torch.ones(size * size))]).eval()
+    model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(size * size), torch.ones(size * size))]).eval()
     x = to_inputs(prepared.pixels)
     model.familiarity = fit_familiarity(x[train], x[val], normalize_images=True, components=60)
     return model, prepared.pixels[test], prepared.labels[test]
@@ -149,7 +149,7 @@ def test_evaluate_measures_the_check_on_shifted_photos(real_check, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     lines = write_shifts_csv(result).read_text().splitlines()
     assert lines[0] == ",".join(SHIFT_COLUMNS) and len(lines) == 1 + len(result.rows)
-    section = familiarity_section(97.5, result.rows)
+    section = familiarity_section(97.5, {"train_best": result.rows})
     assert "| rotated 90 |" in section and "familiarity_shifts.png" in section
 
 

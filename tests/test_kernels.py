@@ -28,9 +28,10 @@ def test_a_stage_process_runs_the_kernels_its_setting_asks_for(tiny_repo, mode):
     tiny_repo.run("split", check=True)
     done = tiny_repo.run("train_base", check=True)
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("cpu kernels:")]
-    reported = re.search(r"\(torch (\w+), MKL_CBWR=(\w+)\)", line)
+    reported = re.search(r"\(torch (\w+), MKL_CBWR=(\w+), convolutions in (\w+)\)", line)
     best = unpinned_capability()
     print(f"this CPU's best kernels: {best}; {mode} stage reported: {line}")
+    assert reported[3] == ("ATen" if mode == "portable" else "oneDNN")  # oneDNN picks its kernels by the CPU
     if mode == "native":
         assert reported[1] == best
         assert reported[2] == "default"

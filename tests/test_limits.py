@@ -15,7 +15,7 @@ from helpers import assert_fails_cleanly
 from signdigits.core.errors import PipelineError
 from signdigits.core.limits import available_memory, require_memory, training_bytes, usable_cores
 from signdigits.core.params import SweepParams, TrainParams
-from signdigits.training.model import MLP, Arch
+from signdigits.training.model import Arch, Network
 from signdigits.training.sweep import Grid, _within_this_machine, load_sweep_data
 
 HUGE = [1_000_000, 1_000_000]  # about 4 TB of weights, gradients and optimizer state: more than any machine
@@ -90,19 +90,34 @@ def test_this_machine_has_memory_available():
 @pytest.mark.parametrize("optimizer, momentum", [("adam", 0.9), ("adamw", 0.9), ("sgd", 0.9), ("sgd", 0.0)])
 def test_estimate_covers_what_torch_allocates(optimizer, momentum):
     """Weights, gradients and optimizer state after a real step, in bytes, are within the estimate."""
-    from signdigits.training.engine import make_optimizer
-
     cfg = TrainParams(hidden=(300, 100), optimizer=optimizer, momentum=momentum, batch_size=16)
-    arch = Arch(28, cfg.hidden, 10, 0.0)
-    net = MLP(arch, torch.zeros(784), torch.ones(784))
-    optimizer_ = make_optimizer(cfg, net.parameters(), torch.device("cpu"))
-    net(torch.rand(16, 784)).sum().backward()
-    optimizer_.step()
-    tensors = [*net.parameters(), *(p.grad for p in net.parameters())]
-    tensors += [t for state in optimizer_.state.values() for t in state.values() if torch.is_tensor(t) and t.dim()]
-    held = sum(t.numel() * t.element_size() for t in tensors)
+    held = bytes_held_after_a_step(cfg, Arch(28, cfg.hidden, 10, 0.0))
     estimate = training_bytes(cfg, 784, 10, images=16)
     assert held <= estimate < 2 * held
+
+
+def bytes_held_after_a_step(cfg: TrainParams, arch: Arch) -> int:
+    """Weights, gradients and optimizer state of a network after one real step on a batch, in bytes."""
+    from signdigits.training.engine import make_optimizer
+
+    net = Network(arch, torch.zeros(784), torch.ones(784))
+    optimizer = make_optimizer(cfg, net.parameters(), torch.device("cpu"))
+    net(torch.rand(cfg.batch_size, 784)).sum().backward()
+    optimizer.step()
+    tensors = [*net.parameters(), *(p.grad for p in net.parameters())]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t) and t.dim()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_cnn_estimate_covers_its_weights_and_a_batchs_activations():
+    """A CNN's estimate learns its kind: conv weights, optimizer state, and the activations torch keeps for backward."""
+    cfg = TrainParams(hidden=(), optimizer="adamw", batch_size=64)
+    arch = Arch(28, (), 10, 0.0, kind="cnn", channels=(16, 32, 64))
+    held = bytes_held_after_a_step(cfg, arch)
+    activations = 4 * 64 * sum(c * s * s for c, s in zip(arch.channels, (28, 14, 7), strict=True))  # conv outputs
+    estimate = training_bytes(cfg, 784, 10, 64, arch.channels)
+    assert held + activations <= estimate
+    assert estimate > training_bytes(cfg, 784, 10, 64, (8, 16, 32)) > training_bytes(cfg, 784, 10, 64)
 
 
 def test_estimate_grows_with_what_is_kept():

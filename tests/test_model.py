@@ -14,7 +14,7 @@ from helpers import RunsOnUnpickle, requires_cuda
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION
-from signdigits.training.model import MLP, Arch, Classifier, describe
+from signdigits.training.model import Arch, Classifier, Network, describe
 from signdigits.training.model_file import load_model, model_bytes, save_model, tensor_digest
 
 SIZE = 8
@@ -27,7 +27,7 @@ def make_classifier(hidden=(16, 8), classes=(0, 1, 2), members=1, dropout=0.2, s
     """Random weights and random standardisation buffers: every number in the file matters."""
     torch.manual_seed(seed)
     arch = Arch(SIZE, tuple(hidden), len(classes), dropout)
-    nets = [MLP(arch, torch.rand(SIZE * SIZE), torch.rand(SIZE * SIZE) + 0.5) for _ in range(members)]
+    nets = [Network(arch, torch.rand(SIZE * SIZE), torch.rand(SIZE * SIZE) + 0.5) for _ in range(members)]
     return Classifier(arch, list(classes), nets).eval()
 
 

@@ -123,7 +123,7 @@ def test_fresh_clone_agrees_with_committed_results_within_tolerance(clone):
     committed = pd.read_csv(io.StringIO(run(["git", "show", "HEAD:plots/evaluate/scores.csv"], cwd=clone).stdout))
     reproduced = pd.read_csv(clone / "plots/evaluate/scores.csv")
     both = committed.merge(reproduced, on=["model", "part"], suffixes=("_committed", "_reproduced"))
-    assert len(both) == len(committed) == len(reproduced) == 12
+    assert len(both) == len(committed) == len(reproduced) == 3 * len(paths.TRAINED_MODELS)  # train, val, test
     assert (both.images_committed == both.images_reproduced).all()
     off = both[(both.correct_committed - both.correct_reproduced).abs() > TOLERANCE_IMAGES]
     assert off.empty, off[["model", "part", "correct_committed", "correct_reproduced"]]
@@ -133,8 +133,8 @@ def test_every_plot_renders(clone):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], cwd=clone).stdout)
     assert "errors" not in shown
     ids = list(shown["data"])
-    assert len(ids) == len(set(ids)) == 13
-    for model in ("train_binary", "train_base", "train_exp1", "train_best"):
+    assert len(ids) == len(set(ids)) == 16
+    for model in ("train_binary", "train_base", "train_exp1", "train_best", "train_cnn"):
         assert {f"confusion_{model}", f"plots/{model}/history.csv"} <= set(ids)
     for model in ("train_base", "train_exp1", "train_best"):  # the study's figures 1-3: the report's, not the page's
         assert f"plots/figures/curves_{model}.png" not in ids

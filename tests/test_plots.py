@@ -118,7 +118,7 @@ def test_every_score_is_within_0_and_1(shown):
 
 def test_learning_curves_show_train_and_val_loss_and_accuracy(shown):
     histories = {name: spec for name, spec in shown.items() if name.endswith("/history.csv")}
-    assert len(histories) == 4
+    assert len(histories) == len(paths.TRAINED_MODELS)
     for name, spec in histories.items():
         folded = next(t["fold"] for t in spec["transform"] if "fold" in t)
         assert sorted(folded) == ["train_accuracy", "train_loss", "val_accuracy", "val_loss"], name
@@ -139,7 +139,7 @@ def test_the_training_objective_is_not_drawn_as_if_it_were_the_validation_loss(s
 def test_every_chart_has_an_id_a_title_and_titled_axes(shown):
     """evaluate's charts have ids; a training stage's curves and the sweep are declared beside their stage,
     where a plot keeps the stage's run-cache, so their id is their file (dvc.yaml): each still has a title."""
-    assert len(shown) == 12  # and the photo mosaic: 13 plots, none empty
+    assert len(shown) == 15  # and the photo mosaic: 16 plots, none empty (train_cnn: curves, confusion, shifts)
     stage_plots = {"plots/sweep/results.csv", *(f"plots/{name}/history.csv" for name in paths.TRAINED_MODELS)}
     assert stage_plots <= set(shown)
     for name, spec in shown.items():

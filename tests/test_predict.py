@@ -82,6 +82,44 @@ def test_predict_finds_the_repository_model_from_a_subfolder(photo_repo, capsys,
     assert json.loads(out)["model"] == str((photo_repo / paths.model_path("train_best")).resolve())
 
 
+def add_stage_model(repo: Path, stage: str, val_accuracy: float) -> Path:
+    """Another stage's model in the repository: a copy of its final model, with its own validation accuracy."""
+    import shutil
+
+    from signdigits.core.files import read_json, write_json
+
+    shutil.copy2(repo / paths.model_path("train_best"), repo / paths.model_path(stage))
+    metrics = read_json(repo / paths.metrics_path("train_best"))
+    write_json(repo / paths.metrics_path(stage), {**metrics, "val": {**metrics["val"], "accuracy": val_accuracy}})
+    return (repo / paths.model_path(stage)).resolve()
+
+
+def test_predict_answers_with_the_checked_model_most_accurate_on_validation(photo_repo, capsys, monkeypatch):
+    monkeypatch.chdir(photo_repo)
+    best_val = json.loads((photo_repo / paths.metrics_path("train_best")).read_text())["val"]["accuracy"]
+    add_stage_model(photo_repo, "train_cnn", best_val)  # a tie: the final model answers
+    code, out, err = run_predict(capsys, "photos/a_familiar.png", "--json")
+    document = json.loads(out)
+    assert (document["stage"], document["val_accuracy"]) == ("train_best", best_val)
+    cnn = add_stage_model(photo_repo, "train_cnn", best_val + 0.01)
+    code, out, err = run_predict(capsys, "photos/a_familiar.png")
+    assert code == predict.EXIT_OK
+    assert f"model: train_cnn ({cnn}), validation accuracy" in err
+    add_stage_model(photo_repo, "train_exp1", 1.0)  # a model without a familiarity check is never chosen
+    exp1_file = photo_repo / paths.model_path("train_exp1")
+    from signdigits.training.model_file import load_model, save_model
+
+    unchecked = load_model(exp1_file)
+    unchecked.familiarity = None
+    save_model(unchecked, exp1_file)
+    code, out, _ = run_predict(capsys, "photos/a_familiar.png", "--json")
+    assert json.loads(out)["stage"] == "train_cnn"
+    code, out, _ = run_predict(capsys, "photos/a_familiar.png", "--json", "--model", "train_best")  # a stage name
+    assert json.loads(out)["model"] == str((photo_repo / paths.model_path("train_best")).resolve())
+    code, _, err = run_predict(capsys, "photos/a_familiar.png", "--model", "train_exp1")
+    assert code == predict.EXIT_ERROR and "dvc repro train_exp1" in err  # no checked train_exp1 model
+
+
 def test_predict_without_a_model_names_the_paths_tried(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -112,12 +150,12 @@ def model_file(tmp_path_factory):
     import torch
 
     from signdigits.training.familiarity import fit_familiarity
-    from signdigits.training.model import MLP, Arch, Classifier
+    from signdigits.training.model import Arch, Classifier, Network
     from signdigits.training.model_file import save_model
 
     torch.manual_seed(0)
     arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
-    model = Classifier(arch, list(range(10)), [MLP(arch, torch.zeros(256), torch.ones(256))])
+    model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(256), torch.ones(256))])
     model.familiarity = fit_familiarity(torch.rand(40, 256), torch.rand(20, 256), normalize_images=False, components=4)
     return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
 
@@ -186,12 +224,19 @@ def test_predict_cli_refuses_a_malicious_model(tmp_path):
 @pytest.mark.slow
 def test_predict_agrees_with_evaluate_on_test_images(reproduced_clone):
     clone = reproduced_clone
-    rows = (clone / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1:]
-    expected = {f"data/raw/{file}": (digit, float(p)) for file, _, digit, p in (r.split(",") for r in rows)}
-    done = run([sys.executable, "-m", "signdigits.predict", *expected], cwd=clone, check=False)
+    files = [
+        f"data/raw/{r.split(',')[0]}"
+        for r in (clone / "plots/evaluate/predictions_train_best.csv").read_text().splitlines()[1:]
+    ]
+    done = run([sys.executable, "-m", "signdigits.predict", *files, "--json"], cwd=clone, check=False)
     assert done.returncode in (0, 3), done.stderr  # 3: some test photos are flagged unfamiliar, as evaluate says
-    lines = (line.split("\t") for line in done.stdout.splitlines())
-    answered = {path: (digit, float(p)) for path, digit, p, _verdict in lines}
+    document = json.loads(done.stdout)
+    stages = {name: json.loads((clone / paths.metrics_path(name)).read_text())["val"]["accuracy"]
+              for name in ("train_best", "train_cnn")}  # fmt: skip
+    assert document["stage"] == max(stages, key=lambda name: (stages[name], name == "train_best"))
+    rows = (clone / paths.predictions_path(document["stage"])).read_text().splitlines()[1:]
+    expected = {f"data/raw/{file}": (digit, float(p)) for file, _, digit, p in (r.split(",") for r in rows)}
+    answered = {a["file"]: (str(a["digit"]), a["probability"]) for a in document["images"]}
     assert answered.keys() == expected.keys()
     for path, (digit, probability) in answered.items():
         assert digit == expected[path][0], path

@@ -21,6 +21,7 @@ PIPELINE_STAGES = [
     "train_exp1",
     "sweep_exp2",
     "train_best",
+    "train_cnn",
     "evaluate",
 ]
 

@@ -1,17 +1,19 @@
-"""Predict the digit of hand-sign photos with the final model, and say when a photo is unlike the training photos.
+"""Predict the digit of hand-sign photos, and say when a photo is unlike the training photos.
 
-    python -m signdigits.predict photo.jpg more_photos/ [--model PATH] [--percentile P] [--json]
+    python -m signdigits.predict photo.jpg more_photos/ [--model PATH|STAGE] [--percentile P] [--json]
 
 Prints one tab-separated line per image: path, digit, probability, verdict. The verdict is
 `familiar`, or `UNFAMILIAR` with the photo's score and the threshold: the model was trained on
 photos of one setting (a hand centred on a plain light wall) and is mostly wrong on others, however
 confident. A folder stands for the images directly inside it, sorted by name. `--json` prints the
-same as one JSON document instead.
+same as one JSON document instead. Both say which model answered.
 
-The model is `--model`, else models/train_best.pt of the repository around the current folder (the
-first folder upwards holding dvc.yaml), else of the repository this package is installed from. The
-threshold's percentile is `--percentile`, else `familiarity.percentile` of that repository's
-params.yaml, else that key's default (core/params.py).
+The model is `--model` (a model file, or a training stage's name such as train_cnn), else the most
+accurate on the validation part (metrics/<stage>.json) of the repository's 10-digit models that carry
+a familiarity check (train_best and train_cnn; ties go to train_best), in the repository around the
+current folder (the first folder upwards holding dvc.yaml), else in the repository this package is
+installed from. The threshold's percentile is `--percentile`, else `familiarity.percentile` of that
+repository's params.yaml, else that key's default (core/params.py).
 
 Exit codes: 0 every photo answered and familiar; 1 some files missing or unreadable (the others are
 still answered); 2 nothing answered (no model, bad arguments or params); 3 every file read, but
@@ -29,7 +31,7 @@ from pathlib import Path
 from signdigits.core import paths
 from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
-from signdigits.core.kernels import MODES, pin_cpu_kernels
+from signdigits.core.kernels import MODES, pin_convolutions, pin_cpu_kernels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 EXIT_OK, EXIT_UNREADABLE, EXIT_ERROR, EXIT_UNFAMILIAR = 0, 1, 2, 3
@@ -59,16 +61,62 @@ def repository_roots() -> list[Path]:
     return roots
 
 
-def find_model() -> Path:
-    tried = [(root / paths.model_path(paths.FINAL_MODEL)).resolve() for root in repository_roots()]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
+@dataclass
+class Choice:
+    """The model that answers: its file, and its stage and validation accuracy when predict chose it."""
+
+    path: Path
+    stage: str | None = None
+    val_accuracy: float | None = None
+
+
+def find_model(stage: str | None = None) -> Choice:
+    """`stage`'s model in the first repository that has it, else the most accurate checked 10-digit model there."""
+    tried = []
+    for root in repository_roots():
+        stages = [stage] if stage else [paths.FINAL_MODEL, *(n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL)]
+        candidates = _checked_models(root, stages, tried)
+        if candidates:  # by validation accuracy; ties go to the final model
+            return max(candidates, key=lambda c: (c.val_accuracy, c.stage == paths.FINAL_MODEL))
     where = ", ".join(map(str, tried)) if tried else "nothing (no dvc.yaml above the current folder)"
+    which = stage or paths.FINAL_MODEL
     raise PipelineError(
-        f"no model found; tried {where}. Run `dvc pull train_best` or `dvc repro train_best` in the "
+        f"no model found; tried {where}. Run `dvc pull {which}` or `dvc repro {which}` in the "
         "repository, or pass --model PATH"
     )
+
+
+def _checked_models(root: Path, stages, tried: list[Path]) -> list[Choice]:
+    """The stages' model files in `root` that read 10 digits and carry a familiarity check, with their val accuracy."""
+    from signdigits.core.files import read_json
+    from signdigits.training.model_file import load_model
+
+    found = []
+    for stage in stages:
+        path = (root / paths.model_path(stage)).resolve()
+        tried.append(path)
+        metrics = root / paths.metrics_path(stage)
+        if not (path.is_file() and metrics.is_file()):
+            continue
+        model = load_model(path)
+        if len(model.classes) == 10 and model.familiarity is not None:
+            found.append(Choice(path, stage, float(read_json(metrics)["val"]["accuracy"])))
+    return found
+
+
+def choose_model(model: str | None) -> Choice:
+    """--model as a file, as a stage name (its file in the repository), or absent (the best checked model)."""
+    if model is None:
+        return find_model()
+    if model in paths.TRAINED_MODELS and not Path(model).exists():
+        return find_model(model)
+    return Choice(Path(model).resolve())
+
+
+def describe_choice(choice: Choice) -> str:
+    if choice.stage is None:
+        return f"model: {choice.path}"
+    return f"model: {choice.stage} ({choice.path}), validation accuracy {choice.val_accuracy:.2%}"
 
 
 def percentile_for(model_file: Path) -> float:
@@ -109,7 +157,9 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
 
     model = load_model(model_file)
     if model.familiarity is None:
-        raise PipelineError(f"{model_file}: this model has no familiarity check; use the final model (train_best)")
+        raise PipelineError(
+            f"{model_file}: this model has no familiarity check; use train_best or train_cnn (--model STAGE)"
+        )
     threshold = model.familiarity.threshold(percentile)
     read, problems, pixels = [], [], []
     for path in images:
@@ -164,17 +214,21 @@ def _percentile(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="signdigits-predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files (any size or colour mode), or folders")
-    parser.add_argument("--model", type=Path, help="model file (default: the repository's models/train_best.pt)")
+    parser.add_argument(
+        "--model", help="model file or training stage (default: the repository's best checked model by validation)"
+    )
     parser.add_argument("--percentile", type=_percentile, help="flag photos beyond this percentile of validation")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     parser.add_argument("--cpu-kernels", choices=MODES, default="portable", help="as runtime.cpu_kernels")
     args = parser.parse_args(argv)
     pin_cpu_kernels(args.cpu_kernels)
+    pin_convolutions(args.cpu_kernels)
     return run_command(lambda: _predict(args))
 
 
 def _predict(args: argparse.Namespace) -> int:
-    model_file = args.model.resolve() if args.model else find_model()
+    choice = choose_model(args.model)
+    model_file = choice.path
     percentile = args.percentile or percentile_for(model_file)
     images, problems = expand(args.images)
     answers, unreadable, threshold = predict_files(model_file, images, percentile)
@@ -183,6 +237,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "model": str(model_file),
+            "stage": choice.stage,
+            "val_accuracy": choice.val_accuracy,
             "percentile": percentile,
             "threshold": threshold,
             "note": note(percentile, threshold),
@@ -196,6 +252,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{answer.file}\t{answer.digit}\t{answer.probability:.4f}\t{verdict(answer, threshold)}")
     for problem in problems:
         print(f"error: {problem.file}: {problem.error}", file=sys.stderr)
+    print(describe_choice(choice), file=sys.stderr)
     print(note(percentile, threshold), file=sys.stderr)
     return code
 

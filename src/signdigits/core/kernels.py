@@ -103,6 +103,18 @@ def _refuse(what: str) -> None:
     )
 
 
+def pin_convolutions(mode: str) -> None:
+    """Under `portable`, convolutions run in ATen (im2col, then the BLAS matrix multiply the dense layers use).
+
+    oneDNN, torch's default for them on x86, chooses its kernels and blocking at run time from the CPU it
+    finds (cache sizes, ISA) and may split reductions by thread, so its sums can differ between CPUs
+    even with the ISA pinned. ATen's path adds in one fixed order with the pinned AVX2 and MKL kernels.
+    """
+    import torch
+
+    torch.backends.mkldnn.enabled = mode != "portable"
+
+
 def describe_env(env: dict[str, str]) -> str:
     """As a shell would take them before a command."""
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
@@ -113,4 +125,8 @@ def describe_cpu_kernels(mode: str) -> str:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"cpu kernels: {mode} (torch {capability}, MKL_CBWR={os.environ.get('MKL_CBWR', 'default')})"
+    convolutions = "oneDNN" if torch.backends.mkldnn.enabled else "ATen"
+    return (
+        f"cpu kernels: {mode} (torch {capability}, MKL_CBWR={os.environ.get('MKL_CBWR', 'default')}, "
+        f"convolutions in {convolutions})"
+    )

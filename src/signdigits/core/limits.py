@@ -7,6 +7,7 @@ naming the estimate, rather than in swapping, the OOM killer or a traceback from
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 
@@ -26,19 +27,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int) -> int:
+def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int, channels: tuple[int, ...] = ()) -> int:
     """A rough upper estimate of what training cfg keeps in memory, from the network's shape.
 
     Weights of every ensemble member (trained one after another), the gradients and optimizer state
     of the one in training, a copy of the best epoch's weights with early stopping, the activations
     of a training batch (outputs, dropout masks, gradients) or of a whole evaluated part, and the
-    images themselves as float32 inputs.
+    images themselves as float32 inputs. With `channels` (a CNN of square images), each conv block adds
+    its 3x3 weights and batch norm's, and per image its unfolded input (ATen's im2col) and its outputs
+    before and after batch norm, ReLU and pooling.
     """
-    widths = [inputs, *cfg.hidden, classes]
-    weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    side, before, conv_weights, conv_numbers = math.isqrt(inputs), 1, 0, 0
+    for after in channels:
+        conv_weights += 9 * before * after + 2 * after
+        conv_numbers += (9 * before + 3 * after) * side * side + after * (side // 2) ** 2
+        side, before = side // 2, after
+    widths = [before * side * side if channels else inputs, *cfg.hidden, classes]
+    weights = conv_weights + sum((a + 1) * b for a, b in itertools.pairwise(widths))
     states = OPTIMIZER_STATES.get(cfg.optimizer, 1 if cfg.momentum > 0 else 0)
     copies = cfg.ensemble + 1 + states + (1 if cfg.patience else 0)
-    activations = max(3 * cfg.batch_size, images) * sum(widths)
+    activations = max(3 * cfg.batch_size, images) * (sum(widths) + conv_numbers)
     return BYTES_PER_NUMBER * (weights * copies + activations + images * inputs)
 
 

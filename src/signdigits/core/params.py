@@ -34,6 +34,7 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 SWEEP_BACKENDS = ("processes", "dask")
 SEED_LIMIT = 2**63  # torch and numpy take any seed in 0 <= seed < 2**63
 MAX_WIDTH = 1_000_000  # a hidden layer's width; what fits in memory is checked before training (core.limits)
+MAX_CHANNELS = 4096  # a conv block's channels; as for widths, memory is checked before training
 SHOWN_CHARS = 200  # the longest value or key a message prints
 PERCENTILE_RANGE = (50.0, 100.0)  # familiarity.percentile lies strictly inside; so does predict's --percentile
 
@@ -126,6 +127,15 @@ class BinaryParams:
 
 
 @dataclass(frozen=True)
+class CNNParams:
+    """train_cnn: the conv blocks' channels and its own familiarity check's components beside a training run's keys."""
+
+    channels: tuple[int, ...] = _opt((16, 32, 64), ge=1, le=MAX_CHANNELS, min_len=1)
+    familiarity_components: int = _opt(60, ge=1, le=4096)
+    model: TrainParams = field(default_factory=TrainParams)
+
+
+@dataclass(frozen=True)
 class SweepParams:
     """The grid of sweep_exp2; settings outside the grid come from `model`."""
 
@@ -179,14 +189,15 @@ class Params:
     train_base: TrainParams
     train_exp1: TrainParams
     exp2: SweepParams
+    train_cnn: CNNParams
     final: TrainParams  # the top-level keys: what `dvc exp run -S lr=...` changes
     evaluate: EvaluateParams
     familiarity: FamiliarityParams
     review: ReviewParams
 
 
-# Sections whose keys are TrainParams fields mixed with their own (grid lists, digits).
-_MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams}
+# Sections whose keys are TrainParams fields mixed with their own (grid lists, digits, channels).
+_MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams, "train_cnn": CNNParams}
 
 
 FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))

@@ -17,7 +17,9 @@ PER_CLASS = PLOTS / "evaluate" / "per_class.csv"
 FAMILIARITY_SHIFTS = PLOTS / "evaluate" / "familiarity_shifts.csv"
 REPORT = METRICS / "report.md"
 
-TRAINED_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")  # what evaluate scores, in this order
+STUDY_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")  # the study's models
+BEYOND_STUDY = ("train_cnn",)  # models the study did not have: last, so the study's rows keep their bytes
+TRAINED_MODELS = STUDY_MODELS + BEYOND_STUDY  # what evaluate scores, in this order
 BASE_MODEL = "train_base"  # the study's reference
 EXPERIMENT_MODEL = "train_exp1"  # the study's experiment 1, whose network the sweep (experiment 2) trains
 FINAL_MODEL = "train_best"
@@ -39,6 +41,11 @@ def digest_path(stage: str) -> Path:
 
 def history_path(name: str) -> Path:
     return PLOTS / name / "history.csv"
+
+
+def familiarity_shifts_path(name: str) -> Path:
+    """A model's familiarity check on shifted test photos (the final model's file keeps its first name)."""
+    return FAMILIARITY_SHIFTS if name == FINAL_MODEL else FAMILIARITY_SHIFTS.with_name(f"familiarity_shifts_{name}.csv")
 
 
 def predictions_path(name: str) -> Path:

@@ -143,5 +143,5 @@ def measure_familiarity(
     return FamiliarityResult(rows, headline, np.stack(examples))
 
 
-def write_shifts_csv(result: FamiliarityResult) -> Path:
-    return write_text_atomic(paths.FAMILIARITY_SHIFTS, csv_text(result.rows, SHIFT_COLUMNS))
+def write_shifts_csv(result: FamiliarityResult, name: str = paths.FINAL_MODEL) -> Path:
+    return write_text_atomic(paths.familiarity_shifts_path(name), csv_text(result.rows, SHIFT_COLUMNS))

@@ -66,30 +66,47 @@ def build_report(
     return "\n".join(sections)
 
 
-def familiarity_section(percentile: float, rows: list[dict]) -> str:
-    """The final model's familiarity check on the test part, clean and shifted (reporting/familiarity_shifts.py)."""
-    clean, shifts = rows[0], rows[1:]
-    return "\n".join(
-        [
-            "## Limits: photos unlike the training photos\n",
-            "Every photo here shows a hand centred on a plain light wall at one distance. On 1,120 photos from "
-            "three other collections an earlier final model was right on 14.8%, often with probability 0.9 or "
-            "more, so the test accuracy above holds only for photos like these. The familiarity check flags a "
-            f"photo whose score lies above the {percentile:g}th percentile of the validation photos' scores; "
-            f"it flags {_pct(clean['flagged'])} of the {clean['images']} clean test photos. Below, the same "
-            "test photos shifted as another camera or setting might take them: ROC AUC of the score against "
-            "the clean photos, the share flagged, and the model's accuracy.\n",
-            markdown_table(
-                ["Test photos", "ROC AUC", "Flagged", "Accuracy"],
-                [["clean", "-", _pct(clean["flagged"]), _pct(clean["accuracy"])]]
-                + [
-                    [r["shift"].replace("_", " "), f"{r['roc_auc']:.3f}", _pct(r["flagged"]), _pct(r["accuracy"])]
-                    for r in shifts
-                ],
-            ),
-            _figure("familiarity_shifts.png", "The familiarity check on shifted test photos"),
+def familiarity_section(percentile: float, shifts: dict[str, list[dict]]) -> str:
+    """Each model's familiarity check on the test part, clean and shifted (reporting/familiarity_shifts.py):
+    `shifts` maps model -> rows, the final model first; the others follow, each under its own heading."""
+    (final, rows), *others = shifts.items()
+    clean = rows[0]
+    sections = [
+        "## Limits: photos unlike the training photos\n",
+        "Every photo here shows a hand centred on a plain light wall at one distance. On 1,120 photos from "
+        "three other collections an earlier final model was right on 14.8%, often with probability 0.9 or "
+        "more, so the test accuracy above holds only for photos like these. The familiarity check flags a "
+        f"photo whose score lies above the {percentile:g}th percentile of the validation photos' scores; "
+        f"it flags {_pct(clean['flagged'])} of the {clean['images']} clean test photos. Below, the same "
+        "test photos shifted as another camera or setting might take them: ROC AUC of the score against "
+        "the clean photos, the share flagged, and the model's accuracy.\n",
+        _shift_table(rows),
+        _figure("familiarity_shifts.png", "The familiarity check on shifted test photos"),
+    ]
+    for name, rows in others:
+        sections += [
+            f"### {name}{_beyond(name)}: its own familiarity check\n",
+            f"Fitted on the same training photos with its own settings; it flags {_pct(rows[0]['flagged'])} "
+            f"of the clean test photos.\n",
+            _shift_table(rows),
         ]
+    return "\n".join(sections)
+
+
+def _shift_table(rows: list[dict]) -> str:
+    clean, shifts = rows[0], rows[1:]
+    return markdown_table(
+        ["Test photos", "ROC AUC", "Flagged", "Accuracy"],
+        [["clean", "-", _pct(clean["flagged"]), _pct(clean["accuracy"])]]
+        + [
+            [r["shift"].replace("_", " "), f"{r['roc_auc']:.3f}", _pct(r["flagged"]), _pct(r["accuracy"])]
+            for r in shifts
+        ],
     )
+
+
+def _beyond(name: str) -> str:
+    return " (beyond the study)" if name in paths.BEYOND_STUDY else ""
 
 
 # --- one builder per table ---------------------------------------------------------------------
@@ -253,7 +270,7 @@ def _every_model_table(tests: dict[str, dict]) -> str:
     return markdown_table(
         [*header, "Macro precision", "Macro recall", "Macro F1"],
         [
-            [name, s["network"], s["images"], _pct(s["accuracy"]), _interval(s)]
+            [name + _beyond(name), s["network"], s["images"], _pct(s["accuracy"]), _interval(s)]
             + [f"{s[key]:.3f}" for key in ("precision_macro", "recall_macro", "f1_macro")]
             for name, s in tests.items()
         ],

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from signdigits.core.errors import PipelineError
-from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels
+from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels, pin_convolutions
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import Runtime, TrainParams
 from signdigits.training import optim
 from signdigits.training.inputs import normalize_each_image, to_inputs
-from signdigits.training.model import MLP, Arch, Classifier
+from signdigits.training.model import Arch, Classifier, Network
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
     """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, a fixed thread count, the device."""
     check_cpu_kernels(runtime.cpu_kernels)
+    pin_convolutions(runtime.cpu_kernels)
     log.info(describe_cpu_kernels(runtime.cpu_kernels))
     _use_deterministic_algorithms()
     if threads is None and runtime.threads > usable_cores():  # a sweep's workers are sized by the sweep
@@ -92,10 +93,21 @@ class TrainResult:
     best_epoch: int = 0
 
 
-def train(cfg: TrainParams, train_data: Part, val_data: Part, classes: list[int], name: str = "model") -> TrainResult:
-    """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier."""
+def train(
+    cfg: TrainParams,
+    train_data: Part,
+    val_data: Part,
+    classes: list[int],
+    name: str = "model",
+    channels: tuple[int, ...] = (),
+) -> TrainResult:
+    """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier.
+
+    With `channels`, each network is a CNN with those conv blocks before its dense layers (model.Arch);
+    the loop, schedules, augmentation and history are the same for both kinds.
+    """
     image_size = math.isqrt(train_data.x.shape[1])
-    arch = Arch(image_size, cfg.hidden, len(classes), cfg.dropout, cfg.normalize_images)
+    arch = make_arch(cfg, image_size, len(classes), channels)
     inputs = normalize_each_image(train_data.x) if cfg.normalize_images else train_data.x
     mean = inputs.mean(dim=0)  # per-pixel statistics of the training part only
     std = inputs.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
@@ -110,11 +122,17 @@ def train(cfg: TrainParams, train_data: Part, val_data: Part, classes: list[int]
     return first
 
 
-def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tuple[MLP, TrainResult]:
+def make_arch(cfg: TrainParams, image_size: int, n_classes: int, channels: tuple[int, ...] = ()) -> Arch:
+    """The network cfg trains: fully connected, or a CNN when `channels` names its conv blocks."""
+    kind = "cnn" if channels else "mlp"
+    return Arch(image_size, cfg.hidden, n_classes, cfg.dropout, cfg.normalize_images, kind, tuple(channels))
+
+
+def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tuple[Network, TrainResult]:
     torch.manual_seed(seed)  # weights and dropout
     order_rng = torch.Generator().manual_seed(seed)  # batch order and augmentation, on the CPU
     device = train_data.x.device
-    net = MLP(arch, mean, std).to(device)
+    net = Network(arch, mean, std).to(device)
     optimizer = make_optimizer(cfg, net.parameters(), device)
     scheduler = make_scheduler(cfg, optimizer, -(-_epoch_length(train_data.y, cfg.balanced) // cfg.batch_size))
     per_batch = cfg.scheduler == "onecycle"  # onecycle steps after every batch, the others after every epoch

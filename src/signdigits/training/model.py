@@ -1,4 +1,9 @@
-"""The fully-connected network (its file format is model_file.py)."""
+"""The networks: fully connected (MLP) or small convolutional (CNN); their file format is model_file.py.
+
+Both read flattened pixels in [0, 1], standardise them the same way (per image if asked, then per
+pixel with training statistics) and end in the same dense head, so the engine, the model file,
+evaluate and predict treat them alike; `Arch.kind` says which one a model is.
+"""
 
 from __future__ import annotations
 
@@ -13,30 +18,58 @@ from signdigits.training.inputs import normalize_each_image
 if TYPE_CHECKING:
     from signdigits.training.familiarity import Familiarity
 
+KINDS = ("mlp", "cnn")
+
 
 @dataclass(frozen=True)
 class Arch:
     image_size: int
-    hidden: tuple[int, ...]
+    hidden: tuple[int, ...]  # widths of the dense layers (for a CNN: after its convolutions)
     n_classes: int
     dropout: float
     normalize_images: bool = False  # each image to zero mean and unit std first: evens out lighting
+    kind: str = "mlp"  # mlp | cnn
+    channels: tuple[int, ...] = ()  # cnn: output channels of each conv block (3x3 conv, batch norm, ReLU, 2x2 max pool)
 
     @property
     def input_size(self) -> int:
         return self.image_size * self.image_size
 
+    @property
+    def flat_size(self) -> int:
+        """What the dense layers read: the pixels, or the last conv block's channels times its pooled side."""
+        if self.kind == "mlp":
+            return self.input_size
+        return self.channels[-1] * self.feature_sides[-1] ** 2
 
-class MLP(nn.Module):
-    """Standardise each pixel with training-set statistics, then Linear-ReLU-Dropout blocks."""
+    @property
+    def feature_sides(self) -> list[int]:
+        """The side of each conv block's output (every block halves it, rounding down)."""
+        sides, side = [], self.image_size
+        for _ in self.channels:
+            side //= 2
+            sides.append(side)
+        return sides
+
+
+class Network(nn.Module):
+    """Standardise each pixel with training-set statistics, then conv blocks (a CNN's), then Linear-ReLU-Dropout."""
 
     def __init__(self, arch: Arch, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
+        self.image_size = arch.image_size
         self.normalize_images = arch.normalize_images
         self.register_buffer("mean", mean.reshape(arch.input_size).clone())
         self.register_buffer("std", std.reshape(arch.input_size).clone())
+        if arch.kind == "cnn":
+            blocks: list[nn.Module] = []
+            for before, after in zip((1, *arch.channels), arch.channels, strict=False):
+                # no conv bias: batch norm's shift follows it
+                blocks += [nn.Conv2d(before, after, 3, padding=1, bias=False), nn.BatchNorm2d(after), nn.ReLU()]
+                blocks.append(nn.MaxPool2d(2))
+            self.features = nn.Sequential(*blocks, nn.Flatten())
         layers: list[nn.Module] = []
-        width = arch.input_size
+        width = arch.flat_size
         for size in arch.hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             if arch.dropout > 0:
@@ -48,17 +81,20 @@ class MLP(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.normalize_images:
             pixels = normalize_each_image(pixels)
-        return self.layers((pixels - self.mean) / self.std)
+        x = (pixels - self.mean) / self.std
+        if hasattr(self, "features"):
+            x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
+        return self.layers(x)
 
 
 class Classifier(nn.Module):
-    """One or more MLPs; with several, the logits are the log of their mean probabilities.
+    """One or more networks; with several, the logits are the log of their mean probabilities.
 
-    `familiarity` (None until train_best fits it) scores how unlike the training photos an input
-    is; it never changes the logits.
+    `familiarity` (None unless the training stage fits it) scores how unlike the training photos an
+    input is; it never changes the logits.
     """
 
-    def __init__(self, arch: Arch, classes: list[int], members: list[MLP], familiarity: Familiarity | None = None):
+    def __init__(self, arch: Arch, classes: list[int], members: list[Network], familiarity: Familiarity | None = None):
         super().__init__()
         self.arch = arch
         self.classes = list(classes)
@@ -73,5 +109,10 @@ class Classifier(nn.Module):
 
 
 def describe(arch: Arch) -> str:
-    """784-128-10 style."""
-    return "-".join(str(n) for n in (arch.input_size, *arch.hidden, arch.n_classes))
+    """784-128-10 style; a CNN as 28x28-c16-c32-c64-576-10 (its conv channels, then the dense widths)."""
+    if arch.kind == "mlp":
+        return "-".join(str(n) for n in (arch.input_size, *arch.hidden, arch.n_classes))
+    convs = (f"c{c}" for c in arch.channels)
+    return "-".join(
+        (f"{arch.image_size}x{arch.image_size}", *convs, *map(str, (arch.flat_size, *arch.hidden, arch.n_classes)))
+    )

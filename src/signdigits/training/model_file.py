@@ -4,8 +4,9 @@ A model file is a plain dict of tensors, lists, numbers and strings written with
 read with `torch.load(weights_only=True)`, so loading never runs code from the file. It holds the
 architecture, the class labels, and one state dict per ensemble member; the per-pixel
 standardisation lives in the network as buffers, so prediction needs only pixels in [0, 1].
-The final model also carries its familiarity check (training/familiarity.py) as plain tensors,
-so that one file gives predict everything it needs.
+The final model and train_cnn also carry their familiarity check (training/familiarity.py) as plain
+tensors, so that one file gives predict everything it needs. A CNN's architecture records its kind and
+channels; a file without them holds a fully-connected network.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import torch
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, digest_text, require_file, write_bytes_atomic
 from signdigits.training.familiarity import Familiarity
-from signdigits.training.model import MLP, Arch, Classifier, describe
+from signdigits.training.model import KINDS, Arch, Classifier, Network, describe
 
 
 def model_payload(model: Classifier) -> dict:
     """What the model file holds: plain data and CPU tensors."""
     payload = {
         "format_version": FORMAT_VERSION,
-        "arch": {**asdict(model.arch), "hidden": list(model.arch.hidden)},
+        "arch": arch_payload(model.arch),
         "classes": list(model.classes),
         "members": [{k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()} for m in model.members],
     }
@@ -42,6 +43,15 @@ def model_bytes(model: Classifier) -> bytes:
     buffer = io.BytesIO()
     torch.save(model_payload(model), buffer)
     return buffer.getvalue()
+
+
+def arch_payload(arch: Arch) -> dict:
+    """The architecture as plain data. A fully-connected network's holds no kind and no channels (absent
+    means MLP), so its files keep the bytes they had before CNNs existed; the format version is unchanged."""
+    payload = {**asdict(arch), "hidden": list(arch.hidden), "channels": list(arch.channels)}
+    if arch.kind == "mlp":
+        del payload["kind"], payload["channels"]
+    return payload
 
 
 def save_model(model: Classifier, path: str | Path) -> Path:
@@ -71,10 +81,12 @@ def load_model(
     n_classes: int | None = None,
     hidden: tuple[int, ...] | None = None,
     device: str | torch.device = "cpu",
+    kind: str | None = None,
 ) -> Classifier:
     """Rebuild a Classifier; a missing, foreign, truncated or mismatched file is a PipelineError.
 
-    The checks that are given (image_size, n_classes, hidden) must match the file's architecture.
+    The checks that are given (image_size, n_classes, hidden: the dense widths, kind: mlp or cnn) must
+    match the file's architecture.
     """
     path = require_file(path)
     try:
@@ -109,10 +121,14 @@ def load_model(
             n_classes=int(raw["n_classes"]),
             dropout=float(raw["dropout"]),
             normalize_images=bool(raw["normalize_images"]),
+            kind=str(raw.get("kind", "mlp")),
+            channels=tuple(int(c) for c in raw.get("channels", ())),
         )
+        if arch.kind not in KINDS or (arch.kind == "cnn") != bool(arch.channels):
+            raise ValueError(f"network kind {arch.kind!r} with channels {list(arch.channels)}")
         members = []
         for state in payload["members"]:
-            member = MLP(arch, state["mean"], state["std"])
+            member = Network(arch, state["mean"], state["std"])
             member.load_state_dict(state)
             members.append(member)
         model = Classifier(arch, [int(c) for c in payload["classes"]], members, _familiarity(payload, arch))
@@ -120,7 +136,7 @@ def load_model(
             raise ValueError(f"{len(members)} networks and {len(model.classes)} classes for {arch.n_classes} outputs")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise PipelineError(f"{path}: damaged model file ({type(e).__name__}: {e})") from None
-    expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden}
+    expected = {"image_size": image_size, "n_classes": n_classes, "hidden": hidden, "kind": kind}
     for name, value in expected.items():
         if value is not None and getattr(arch, name) != value:
             raise PipelineError(

@@ -56,12 +56,13 @@ def train_stage(
     runtime: Runtime,
     classes: tuple[int, ...] = tuple(range(10)),
     familiarity_components: int = 0,
+    channels: tuple[int, ...] = (),
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
-    familiarity check fitted on the same training images.
+    familiarity check fitted on the same training images. With channels, the network is a CNN.
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -69,19 +70,21 @@ def train_stage(
     require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
     n_train, inputs = data.train.x.shape
     what = "training it" if cfg.ensemble == 1 else f"training it ({cfg.ensemble} networks)"
-    needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val))
-    require_memory(f"{key}hidden", cfg.hidden, needed, what)
+    needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val), channels)
+    size_key, size = (f"{key}channels", channels) if channels else (f"{key}hidden", cfg.hidden)
+    require_memory(size_key, size, needed, what)
     if familiarity_components:
         require_components_fit(familiarity_components, n_train, inputs)
     started = time.perf_counter()
-    result = train(cfg, data.train, data.val, data.classes, name)
-    log.info("%s: trained in %.1fs on %s", name, time.perf_counter() - started, device)
+    result = train(cfg, data.train, data.val, data.classes, name, channels)
+    train_seconds = time.perf_counter() - started
+    log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
         result.model.familiarity = fit_familiarity(
             data.train.x, data.val.x, cfg.normalize_images, familiarity_components
         )
     metrics = {
-        "config": {**settings(cfg), "classes": data.classes, "network": describe(result.model.arch)},
+        "config": {**settings(cfg, channels), "classes": data.classes, "network": describe(result.model.arch)},
         "train": _loss_and_accuracy(result.model, data.train),
         "val": _loss_and_accuracy(result.model, data.val),
         "epochs_run": result.epochs_run,
@@ -102,9 +105,9 @@ def params_prefix(name: str) -> str:
     return "" if name == paths.FINAL_MODEL else f"{name}."
 
 
-def settings(cfg: TrainParams) -> dict:
-    """The resolved training settings as plain JSON data."""
-    return {**asdict(cfg), "hidden": list(cfg.hidden)}
+def settings(cfg: TrainParams, channels: tuple[int, ...] = ()) -> dict:
+    """The resolved training settings as plain JSON data (a CNN's with its channels)."""
+    return {**asdict(cfg), "hidden": list(cfg.hidden), **({"channels": list(channels)} if channels else {})}
 
 
 def _loss_and_accuracy(model, data: Part) -> dict:
