@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import reprlib
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -287,8 +288,41 @@ class _StrictLoader(yaml.SafeLoader):
             )
         node = super().compose_node(parent, index)
         if part is not None:
+            if isinstance(node, yaml.ScalarNode) and node.style is None:
+                _refuse_yaml_1_1_only(node.value, self.key_path, node.start_mark.line + 1)
             self.key_path.pop()
         return node
+
+
+# Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read as different values: what the
+# value would be for DVC (dvc.lock, `dvc params diff`, `dvc exp show`) and for a YAML 1.1 reader, and what to write.
+_YAML_1_1_ONLY = (
+    (re.compile(r"yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N"),
+     "the string {text!r}", "a boolean", "write true or false"),
+    (re.compile(r"[-+]?0[0-9_]+"), "the integer {decimal}", "octal (or a string)", "write it without leading zeros"),
+    (re.compile(r"[-+]?0o[0-7_]+"), "the octal integer {octal}", "the string {text!r}", "write it in decimal"),
+    (re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"),
+     "the string {text!r}", "a number in base 60", "write the number itself"),
+)  # fmt: skip
+
+
+def _refuse_yaml_1_1_only(text: str, key_path: list[str], line: int) -> None:
+    """A value DVC (YAML 1.2) and PyYAML (YAML 1.1) would read differently is refused: dvc.lock would state another value."""
+    for pattern, for_dvc, for_1_1, advice in _YAML_1_1_ONLY:
+        if pattern.fullmatch(text):
+            digits = text.replace("_", "")
+            values = {"text": text, "decimal": _int_or(digits, 10), "octal": _int_or(digits.replace("0o", ""), 8)}
+            raise PipelineError(
+                f"params.yaml: {_dotted(key_path)} = {_short(text)} is not allowed (line {line}): DVC (YAML 1.2) reads "
+                f"{for_dvc.format(**values)}, a YAML 1.1 reader {for_1_1.format(**values)}; {advice}"
+            )
+
+
+def _int_or(digits: str, base: int) -> int | str:
+    try:
+        return int(digits, base)
+    except ValueError:
+        return digits
 
 
 def read_yaml(path: str | Path) -> dict:
