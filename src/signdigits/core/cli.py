@@ -19,6 +19,7 @@ from pathlib import Path
 
 from signdigits.core.errors import PipelineError
 
+WORKSPACE_SRC_ENV = "SIGNDIGITS_WORKSPACE_SRC"  # set on the re-execution: the src/ it must import from
 GRACE_S = 3  # after its dvc ended, the stage unwinds (temporary files removed) or is ended this much later
 _dvc_ended: int | None = None  # the pid of the dvc that ran this stage, once it has ended
 _reported = threading.Event()  # the interruption was reported
@@ -69,7 +70,9 @@ def run_stage(main: Callable[..., object]) -> None:
     """Exit with run_command's code for main(params), params.yaml validated and the CPU kernels pinned first.
 
     Stage scripts import torch and numpy only inside main, so the kernel pin is in place before they load.
+    A stage runs the code of the workspace its script lies in (`run_workspace_code`).
     """
+    run_workspace_code(Path(sys.argv[0]))
 
     def body():
         from signdigits.core import lifeline
@@ -95,6 +98,36 @@ def run_stage(main: Callable[..., object]) -> None:
     code = run_command(body)
     gc.freeze()  # the exit's collections then skip torch's module graph (over 0.5 s a process); outputs are written
     sys.exit(code)
+
+
+def run_workspace_code(script: Path) -> None:
+    """Re-execute this process with the src/ beside the script's folder first on PYTHONPATH, if it imported another.
+
+    The editable install points at the checkout that ran `make setup`; a queued or temporary experiment
+    (`dvc exp run --queue/--temp`) runs in a copy of the workspace whose src/ may differ. Child processes
+    (the sweep's pool, a local Dask cluster) inherit PYTHONPATH; a remote Dask worker is checked by the sweep.
+    Nothing is re-executed where the script has no src/ beside it (a copy of stages/ alone): the install counts.
+    """
+    import signdigits
+
+    src = script.resolve().parent.parent / "src"
+    if not (src / "signdigits" / "__init__.py").is_file():
+        return
+    imported = Path(signdigits.__file__).resolve().parent
+    if imported == (src / "signdigits").resolve():
+        return
+    if os.environ.get(WORKSPACE_SRC_ENV) == str(src):
+        print(
+            f"error: {script}: imports signdigits from {imported}, not from {src} beside it, even with that "
+            "first on PYTHONPATH (python -I or -E?); run it as `python stages/<stage>.py`",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    env = {**os.environ, WORKSPACE_SRC_ENV: str(src)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def _since_process_start(now: float) -> str:

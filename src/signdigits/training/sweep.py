@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import itertools
 import logging
 import math
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_local
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,17 +91,38 @@ def train_config(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, 
     }
 
 
-def _train_on_dask_worker(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
+@functools.cache
+def code_digest() -> str:
+    """sha256 of the names and bytes of the imported signdigits package's source files: which code runs here."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        digest.update(f"{file.relative_to(package).as_posix()}\0{file.stat().st_size}\0".encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _train_on_dask_worker(
+    run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int, stage_code: str
+) -> dict:
     """train_config, after checking what a worker started by someone else may get wrong.
 
-    The kernels are pinned here, before this worker's first import of torch; a worker that already
-    runs torch with other kernels fails rather than computing other numbers. One task at a time per
-    worker process: concurrent runs would share torch's process-wide random generator.
+    The worker must run the stage's code (the same source files): Dask sends the task by name, and
+    a worker started from another checkout would compute the runs with its own code. The kernels
+    are pinned here, before this worker's first import of torch; a worker that already runs torch
+    with other kernels fails rather than computing other numbers. One task at a time per worker
+    process: concurrent runs would share torch's process-wide random generator.
     """
     from distributed import get_worker
 
     worker = get_worker()
     try:
+        if code_digest() != stage_code:
+            raise PipelineError(
+                f"it runs other signdigits code ({Path(__file__).resolve().parents[1]}, sources {code_digest()[:12]}) "
+                f"than the stage (sources {stage_code[:12]}); start it from the stage's checkout, with PYTHONPATH "
+                "naming that checkout's src/"
+            )
         if worker.state.nthreads != 1:
             raise PipelineError(f"it runs {worker.state.nthreads} tasks at once, which share torch's random generator")
         pin_cpu_kernels(runtime.cpu_kernels)
@@ -249,7 +273,8 @@ def _on_dask(sweep: SweepParams, runs: int):
             log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
                         DASK_WORKER_COMMAND)  # fmt: skip
         try:
-            yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
+            code = code_digest()
+            yield lambda *task: client.submit(_train_on_dask_worker, *task, code, pure=False), wait_dask, window
         except BaseException:
             lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
             raise
