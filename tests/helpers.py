@@ -3,7 +3,7 @@ subprocess helpers for git and DVC, and a model file that would run code if it w
 
 - `write_raw_tree(root, ...)` writes data/raw-style folders of small JPEGs with IMG_<n> names
   numbered like the real photos (one signer = one run of consecutive numbers, digits 0..9 in order).
-- `TinyRepo` is a temporary copy of the repository layout (stages/, params.yaml, dvc.yaml) with a
+- `TinyRepo` is a temporary copy of the repository layout (stages/, params.yaml, dvc.yaml, .dvcignore) with a
   synthetic data/raw and params shrunk to train in a second; `TinyRepo.run("prepare")` runs
   `python stages/prepare.py` there as a subprocess, as DVC would.
 """
@@ -108,7 +108,7 @@ class TinyRepo:
     def create(cls, path: Path, per_digit: int = 20, tiny: bool = True) -> TinyRepo:
         path.mkdir(parents=True, exist_ok=True)
         shutil.copytree(ROOT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("params.yaml", "dvc.yaml"):
+        for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
             shutil.copy2(ROOT / name, path / name)
         repo = cls(path)
         if per_digit:
@@ -202,10 +202,17 @@ def venv_env() -> dict[str, str]:
 
 
 def run(
-    args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float | None = None
+    args: list[str],
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a command (git, dvc, python) as a person would from the venv; fail the test with its output if asked."""
-    done = subprocess.run(args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout, input=input
+    )
     if check and done.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

@@ -21,6 +21,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.files import read_arrays, write_arrays
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import PrepareParams, SplitParams
+from signdigits.core.workspace import DvcIgnore
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
     """(path, digit) for every file in raw_dir/<digit>/, checking the layout first."""
     if not raw_dir.is_dir():
         raise PipelineError(f"{raw_dir}: folder not found; it should hold one folder per digit, 0 to 9")
-    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ignore = DvcIgnore(raw_dir)  # what DVC does not hash is not data (.DS_Store, Thumbs.db: the repository's .dvcignore)
+    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not ignore.ignores(p))
     if not folders:
         raise PipelineError(f"{raw_dir}: no digit folders; expected {raw_dir}/0 ... {raw_dir}/9 holding images")
     found = []
@@ -105,7 +107,7 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
         if not re.fullmatch(r"[0-9]", folder.name):
             raise PipelineError(f"{folder}: label folder is not a digit 0-9")
         # not only regular files: a FIFO or device here is a bad image, failed or skipped (on_bad_image)
-        files = sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        files = sorted(p for p in folder.iterdir() if not p.is_dir() and not ignore.ignores(p))
         if not files:
             raise PipelineError(f"{folder}: digit folder holds no images")
         found += [(path, int(folder.name)) for path in files]
