@@ -75,18 +75,21 @@ def run_stage(main: Callable[..., object]) -> None:
     run_workspace_code(Path(sys.argv[0]))
 
     def body():
-        from signdigits.core import lifeline
+        from signdigits.core import lifeline, workspace
         from signdigits.core.kernels import pin_cpu_kernels
         from signdigits.core.params import load_params, stage_requirements
 
         if os.environ.get("DVC_STAGE") or os.environ.get("DVC_ROOT"):
             lifeline.watch_dvc(_stop_without_dvc)
         started = time.perf_counter()
-        params = load_params(require=stage_requirements(Path(sys.argv[0]).stem))
+        stage = Path(sys.argv[0]).stem
+        inputs = workspace.stage_inputs(stage)  # params.yaml and the deps dvc.yaml lists: what dvc.lock records
+        fingerprint = workspace.fingerprint(inputs)
+        params = load_params(require=stage_requirements(stage))
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
-        with files.outputs():
+        with files.outputs(before_renaming=lambda: _require_unchanged(stage, inputs, fingerprint)):
             code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(
@@ -98,6 +101,23 @@ def run_stage(main: Callable[..., object]) -> None:
     code = run_command(body)
     gc.freeze()  # the exit's collections then skip torch's module graph (over 0.5 s a process); outputs are written
     sys.exit(code)
+
+
+def _require_unchanged(stage: str, inputs: list[Path], fingerprint: dict[str, str]) -> None:
+    """Refuse to write outputs made from params or deps that changed since the stage read them.
+
+    DVC hashes them again when it writes dvc.lock, after the stage: the lock would state inputs the
+    outputs were not made from, and `dvc status` would call them up to date.
+    """
+    from signdigits.core import workspace
+
+    changed = workspace.changed_since(fingerprint, inputs)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise PipelineError(
+            f"{shown} changed while {stage} ran, so its outputs were not written: dvc.lock would record inputs "
+            "they were not made from. Run it again (`dvc repro`) once nothing edits them"
+        )
 
 
 def run_workspace_code(script: Path) -> None:

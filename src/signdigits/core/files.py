@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 @contextlib.contextmanager
-def outputs():
-    """Hold back the renames of every write inside until the block ends; on any failure, rename none."""
+def outputs(before_renaming: Callable[[], None] = lambda: None):
+    """Hold back the renames of every write inside until the block ends; on any failure, rename none.
+
+    before_renaming() runs just before the renames: if it raises, nothing is renamed either.
+    """
     global _pending
     if _pending is not None:  # nested: the outer block commits
         yield
@@ -79,6 +83,7 @@ def outputs():
     _pending = {}
     try:
         yield
+        before_renaming()
         _rename(_pending)
     finally:
         for tmp in _pending.values():

@@ -26,6 +26,7 @@ import yaml
 
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
+from signdigits.core.workspace import stage_entry
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
@@ -258,11 +259,8 @@ def stage_requirements(script: str, dvc_yaml: str | Path = paths.DVC_YAML) -> tu
     """What a stage script (stages/<name>.py) reads: its `params:` list in dvc.yaml, the one place it is written
     (tests/test_stage_params.py checks it against what the script reads); every key for a script not in the pipeline.
     """
-    try:
-        stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"].get(script)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        stage = None
-    return tuple(stage.get("params", ())) if isinstance(stage, dict) else EVERY_KEY
+    stage = stage_entry(script, dvc_yaml)
+    return tuple(stage.get("params", ())) if stage is not None else EVERY_KEY
 
 
 class _StrictLoader(yaml.SafeLoader):
