@@ -274,7 +274,7 @@ def test_prepare_in_a_process_pool_gives_the_same_file_in_the_same_order(
 
 
 def raw_tree_with_file_manager_litter(root: Path, raw_tree_writer) -> Path:
-    """root/data/raw of 2 signers, plus what macOS and Windows write into photo folders; root has the repository's .dvcignore."""
+    """root/data/raw of 2 signers, plus what macOS and Windows write into photo folders; root has our .dvcignore."""
     raw = root / "data" / "raw"
     raw_tree_writer(raw, per_digit=2)
     shutil.copy2(ROOT / ".dvcignore", root / ".dvcignore")

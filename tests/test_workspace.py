@@ -46,7 +46,7 @@ def test_a_queued_experiment_runs_its_own_code_not_the_workspace_s(pipeline_repo
 
 
 def test_params_edited_while_a_stage_runs_under_dvc_repro_are_refused(pipeline_repo, tmp_path):
-    """Edited mid-training, lr would be in dvc.lock beside a model trained with the old one: the stage writes nothing."""
+    """Edited mid-training, lr would be in dvc.lock beside a model trained with the old lr: the stage writes nothing."""
     repo = copy_repository(pipeline_repo, tmp_path / "repo")
     params = repo / "params.yaml"
     text = params.read_text()

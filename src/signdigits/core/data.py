@@ -98,7 +98,7 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
     """(path, digit) for every file in raw_dir/<digit>/, checking the layout first."""
     if not raw_dir.is_dir():
         raise PipelineError(f"{raw_dir}: folder not found; it should hold one folder per digit, 0 to 9")
-    ignore = DvcIgnore(raw_dir)  # what DVC does not hash is not data (.DS_Store, Thumbs.db: the repository's .dvcignore)
+    ignore = DvcIgnore(raw_dir)  # what DVC does not hash is not data (.DS_Store, Thumbs.db: see .dvcignore)
     folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not ignore.ignores(p))
     if not folders:
         raise PipelineError(f"{raw_dir}: no digit folders; expected {raw_dir}/0 ... {raw_dir}/9 holding images")

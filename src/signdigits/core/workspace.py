@@ -25,7 +25,7 @@ DVCIGNORE = ".dvcignore"
 
 
 class DvcIgnore:
-    """The rules of every .dvcignore from a folder up to its repository's root (the folder with .dvc/, .git or dvc.yaml).
+    """The rules of every .dvcignore from a folder up to its repository's root (holding .dvc/, .git or dvc.yaml).
 
     .dvcignore files inside the folder are not read (DVC reads them): this project keeps its one at the root.
     """
