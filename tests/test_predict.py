@@ -225,3 +225,11 @@ def test_predict_from_another_folder_flags_a_photo_on_a_dark_background(reproduc
     answers = {Path(a["file"]).name: a for a in json.loads(done.stdout)["images"]}
     assert answers[photo.name]["familiar"] and str(answers[photo.name]["digit"]) == actual
     assert not answers["dark.png"]["familiar"]
+
+
+def test_params_yaml_in_another_encoding_exits_2_naming_the_byte(photo_repo, capsys):
+    params = photo_repo / "params.yaml"
+    params.write_bytes(params.read_bytes() + "# caf\x96\n".encode("latin-1"))
+    code, out, err = run_predict(capsys, photo_repo / "photos" / "a_familiar.png")
+    assert code == predict.EXIT_ERROR
+    assert err.startswith(f"error: {params}: not UTF-8 text: byte 0x96 at position "), err

@@ -28,7 +28,7 @@ import pandas as pd
 from signdigits.core import paths
 from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import require_file, write_bytes_atomic, write_text_atomic
+from signdigits.core.files import make_folder, require_file, write_bytes_atomic, write_text_atomic
 from signdigits.core.params import load_params
 from signdigits.reporting.report import markdown_table
 
@@ -303,7 +303,7 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
         import vl_convert
     except ImportError:
         raise PipelineError("--plots needs vl-convert-python: pip install -r requirements/lock.txt") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     _run(["dvc", "plots", "diff", base, "--out", str(out_dir)])
     shown = json.loads(_run(["dvc", "plots", "diff", base, "--json", "--out", str(out_dir / "static")]))
     written = []

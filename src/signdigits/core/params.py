@@ -305,7 +305,7 @@ _YAML_1_1_ONLY = (
 
 
 def _refuse_yaml_1_1_only(text: str, key_path: list[str], line: int) -> None:
-    """A value DVC (YAML 1.2) and PyYAML (YAML 1.1) would read differently is refused: dvc.lock would state another value."""
+    """A value DVC (YAML 1.2) and PyYAML (YAML 1.1) read differently is refused: dvc.lock would state another one."""
     for pattern, for_dvc, for_1_1, advice in _YAML_1_1_ONLY:
         if pattern.fullmatch(text):
             digits = text.replace("_", "")
@@ -328,7 +328,9 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; run the stage from the repository root")
-    loader = _StrictLoader(path.read_bytes())
+    data = path.read_bytes()
+    _require_utf8(path, data)
+    loader = _StrictLoader(data)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -345,6 +347,20 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: the top level must be a mapping of keys to values")
     return raw
+
+
+def _require_utf8(path: Path, data: bytes) -> None:
+    """UTF-8 (with or without a BOM), as DVC reads it; UTF-16 with its BOM, as YAML allows. The first bad byte named."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PipelineError(
+            f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at position {e.start} (line {line}) "
+            "is not UTF-8 (another encoding, such as Windows-1252?); save the file as UTF-8"
+        ) from None
 
 
 def _refuse_duplicates(node: yaml.Node, key_path: list[str]) -> None:

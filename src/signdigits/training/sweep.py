@@ -275,9 +275,29 @@ def _on_dask(sweep: SweepParams, runs: int):
         try:
             code = code_digest()
             yield lambda *task: client.submit(_train_on_dask_worker, *task, code, pure=False), wait_dask, window
-        except BaseException:
+        except BaseException as e:
             lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
+            if _scheduler_lost(e, client):
+                reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                raise PipelineError(
+                    f"the Dask scheduler {address} was lost mid-sweep ({reason}); no results were written. "
+                    "Restart it (`dask scheduler`) and its workers and rerun, or unset DASK_SCHEDULER_ADDRESS to "
+                    "run on a local cluster"
+                ) from None
             raise
+
+
+def _scheduler_lost(error: BaseException, client) -> bool:
+    """Whether an exception of the sweep's loop means the connection to the scheduler broke (not a run that failed)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import CommClosedError
+
+    if isinstance(error, (PipelineError, KeyboardInterrupt)):
+        return False
+    cancelled = isinstance(error, (asyncio.CancelledError, concurrent.futures.CancelledError))
+    return cancelled or isinstance(error, (CommClosedError, OSError)) or client.status != "running"
 
 
 def _require_scheduler(address: str, where: str) -> None:
