@@ -40,6 +40,9 @@ def decode_image(path: Path, image_size: int, jpeg_draft: bool = False) -> np.nd
     DRAFT_MARGIN times the target size: 6-12x faster for phone photos, pixels a level apart from the
     full decode (so off by default: the committed arrays are the full decode's).
 
+    A file of several frames (an animated GIF, PNG or WebP, a multi-page TIFF) is refused by name:
+    which frame is the photo is not for this function to guess.
+
     Transparent pixels become white, the EXIF orientation is applied, 16-bit and float pixels are
     scaled by their format's range, a non-square image is centre-cropped. Raises PipelineError naming
     the file if it is not a complete image (or not a regular file, which is never opened).
@@ -53,6 +56,12 @@ def decode_image(path: Path, image_size: int, jpeg_draft: bool = False) -> np.nd
             warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
             Image.open(path) as image,
         ):
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":  # a phone's MPO JPEG: the photo, then its previews
+                raise PipelineError(
+                    f"{path}: holds {frames} frames (an animated or multi-page {image.format}), not one photo; "
+                    "save the frame you mean as an image of its own"
+                )
             if jpeg_draft and image.format == "JPEG":
                 image.draft(image.mode, (DRAFT_MARGIN * image_size, DRAFT_MARGIN * image_size))
             image.load()  # decodes now, so a truncated file fails here and not later
