@@ -34,18 +34,21 @@ class DvcIgnore:
         import pathspec
 
         self.specs = []
-        for parent in (folder := Path(folder).resolve(), *folder.parents):
+        for parent in (folder := Path(os.path.abspath(folder)), *folder.parents):
             file = parent / DVCIGNORE
             if file.is_file():
                 self.specs.append((parent, pathspec.GitIgnoreSpec.from_lines(file.read_text().splitlines())))
             if any((parent / name).exists() for name in (".dvc", ".git", paths.DVC_YAML.name)):
                 break
 
-    def ignores(self, path: Path) -> bool:
+    def ignores(self, path: Path, is_dir: bool | None = None) -> bool:
         """Whether DVC leaves this file or folder out (a folder's contents go with it)."""
-        path = Path(path).resolve()
-        suffix = "/" if path.is_dir() else ""
-        return any(spec.match_file(path.relative_to(root).as_posix() + suffix) for root, spec in self.specs)
+        path = os.path.abspath(path)
+        if is_dir is None:
+            is_dir = os.path.isdir(path)
+        suffix = "/" if is_dir else ""
+        relative = (os.path.relpath(path, root).replace(os.sep, "/") + suffix for root, _ in self.specs)
+        return any(spec.match_file(name) for (_, spec), name in zip(self.specs, relative, strict=True))
 
 
 def stage_entry(name: str, dvc_yaml: str | Path = paths.DVC_YAML) -> dict | None:
@@ -76,10 +79,10 @@ def fingerprint(inputs: Iterable[Path]) -> dict[str, str]:
             continue
         ignore = DvcIgnore(top)
         for folder, subfolders, files in os.walk(top):
-            subfolders[:] = sorted(d for d in subfolders if not ignore.ignores(Path(folder, d)))
+            subfolders[:] = sorted(d for d in subfolders if not ignore.ignores(Path(folder, d), is_dir=True))
             for name in sorted(files):
                 file = Path(folder, name)
-                if not ignore.ignores(file):
+                if not ignore.ignores(file, is_dir=False):
                     digests[file.as_posix()] = _sha256(file)
     return digests
 
