@@ -319,7 +319,7 @@ def test_write_bytes_atomic_keeps_the_old_file_when_writing_raises(tmp_path, mon
     target = tmp_path / "model.pt"
     target.write_bytes(b"previous model")
     data: object = b"new model"
-    error: type[BaseException] = OSError
+    error: type[BaseException] = PipelineError  # an OSError of a write: one line naming the file (write_error)
     if failure == "write":
         data, error = "text, not bytes", TypeError  # f.write raises half way
     elif failure == "fsync":
