@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future
@@ -278,7 +279,10 @@ def _on_dask(sweep: SweepParams, runs: int):
         except BaseException as e:
             lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
             if _scheduler_lost(e, client):
-                reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                # closing the client cancels its attempts to reconnect, which Dask's loggers (each with a level
+                # of its own) would report with tracebacks: the one line below says it all
+                logging.disable(logging.CRITICAL)
+                reason = textwrap.shorten(f"{type(e).__name__}: {e}", 200)  # Dask's own message runs over lines
                 raise PipelineError(
                     f"the Dask scheduler {address} was lost mid-sweep ({reason}); no results were written. "
                     "Restart it (`dask scheduler`) and its workers and rerun, or unset DASK_SCHEDULER_ADDRESS to "
