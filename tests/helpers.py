@@ -4,7 +4,7 @@ is in signdigits.devtools, which benchmarks and studies use too.
 
 - `write_raw_tree(root, ...)` writes data/raw-style folders of small JPEGs with IMG_<n> names
   numbered like the real photos (one signer = one run of consecutive numbers, digits 0..9 in order).
-- `TinyRepo` is a temporary copy of the repository layout (stages/, params.yaml, dvc.yaml) with a
+- `TinyRepo` is a temporary copy of the repository layout (stages/, params.yaml, dvc.yaml, .dvcignore) with a
   synthetic data/raw and params shrunk to train in a second; `TinyRepo.run("prepare")` runs
   `python stages/prepare.py` there as a subprocess, as DVC would.
 """
@@ -115,7 +115,7 @@ class TinyRepo:
     def create(cls, path: Path, per_digit: int = 20, tiny: bool = True) -> TinyRepo:
         path.mkdir(parents=True, exist_ok=True)
         shutil.copytree(ROOT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("params.yaml", "dvc.yaml"):
+        for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
             shutil.copy2(ROOT / name, path / name)
         repo = cls(path)
         if per_digit:

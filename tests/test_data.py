@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REAL_RAW
+from helpers import REAL_RAW, ROOT, run
 from PIL import Image
 
 from signdigits.core import data
@@ -273,14 +274,44 @@ def test_prepare_in_a_process_pool_gives_the_same_file_in_the_same_order(
 # --- the raw layout -----------------------------------------------------------------------------
 
 
-def test_list_raw_images_ignores_hidden_files(tmp_path, raw_tree_writer):
-    raw = tmp_path / "raw"
+def raw_tree_with_file_manager_litter(root: Path, raw_tree_writer) -> Path:
+    """root/data/raw of 2 signers, plus what macOS and Windows write into photo folders; root has our .dvcignore."""
+    raw = root / "data" / "raw"
     raw_tree_writer(raw, per_digit=2)
+    shutil.copy2(ROOT / ".dvcignore", root / ".dvcignore")
     (raw / "0" / ".DS_Store").write_bytes(b"\0")
+    (raw / "1" / "._IMG_1001.JPG").write_bytes(b"\0")  # a macOS resource fork on a foreign disk
+    (raw / "2" / "Thumbs.db").write_bytes(b"\0")
     (raw / ".cache").mkdir()
+    (raw / ".cache" / "IMG_1.JPG").write_bytes(b"\0")
+    return raw
+
+
+def test_list_raw_images_skips_what_dvcignore_ignores(tmp_path, raw_tree_writer):
+    raw = raw_tree_with_file_manager_litter(tmp_path, raw_tree_writer)
     entries = list_raw_images(raw)
     assert len(entries) == 20
     assert sorted({d for _, d in entries}) == list(range(10))
+
+
+def test_prepare_reads_exactly_the_files_dvc_hashes(tmp_path, raw_tree_writer):
+    """One list, .dvcignore: a file DVC leaves out of data/raw's hash is not read, and every file it hashes is."""
+    raw = raw_tree_with_file_manager_litter(tmp_path, raw_tree_writer)
+    run(["dvc", "init", "--no-scm", "--quiet"], cwd=tmp_path)
+    every_file = sorted(p.relative_to(tmp_path).as_posix() for p in raw.rglob("*") if p.is_file())
+    checked = run(["dvc", "check-ignore", "--stdin"], cwd=tmp_path, check=False, input="\n".join(every_file) + "\n")
+    ignored_by_dvc = set(checked.stdout.split())
+    read_by_prepare = {path.relative_to(tmp_path).as_posix() for path, _ in list_raw_images(raw)}
+    assert ignored_by_dvc == {"data/raw/0/.DS_Store", "data/raw/1/._IMG_1001.JPG", "data/raw/2/Thumbs.db",
+                              "data/raw/.cache/IMG_1.JPG"}  # fmt: skip
+    assert read_by_prepare == set(every_file) - ignored_by_dvc
+
+
+def test_without_a_dvcignore_prepare_reads_what_dvc_would_hash(tmp_path, raw_tree_writer):
+    raw = tmp_path / "raw"
+    raw_tree_writer(raw, per_digit=2)
+    (raw / "0" / ".DS_Store").write_bytes(b"\0")
+    assert (raw / "0" / ".DS_Store") in [path for path, _ in list_raw_images(raw)]  # then a bad image, named
 
 
 @pytest.mark.parametrize(

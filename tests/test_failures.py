@@ -8,6 +8,7 @@ repository (see helpers.TinyRepo), as DVC runs them.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import re
@@ -361,7 +362,7 @@ def test_write_bytes_atomic_keeps_the_old_file_when_writing_raises(tmp_path, mon
     target = tmp_path / "model.pt"
     target.write_bytes(b"previous model")
     data: object = b"new model"
-    error: type[BaseException] = OSError
+    error: type[BaseException] = PipelineError  # an OSError of a write: one line naming the file (write_error)
     if failure == "write":
         data, error = "text, not bytes", TypeError  # f.write raises half way
     elif failure == "fsync":
@@ -383,3 +384,86 @@ def test_too_few_signers_for_a_split(tiny_repo_factory):
     repo.run("prepare", check=True)
     assert_fails_cleanly(repo, "split", "the val and test parts would be empty", "20 images from 2 signers")
     assert not (repo.path / "data/split/split.npz").exists()
+
+
+# --- every failure one line, exit 2: params.yaml in another encoding, write errors ----------------
+
+WINDOWS_1252_PARAMS_LINE = "# caf\x96 notes\n".encode("latin-1")  # an en dash as Windows-1252 writes it
+
+
+def params_in_windows_1252(params: Path) -> str:
+    """params.yaml with one Windows-1252 byte appended; the message the reader gives for it."""
+    data = params.read_bytes()
+    params.write_bytes(data + WINDOWS_1252_PARAMS_LINE)
+    position, line = len(data) + len("# caf"), data.count(b"\n") + 1
+    return f"not UTF-8 text: byte 0x96 at position {position} (line {line})"
+
+
+def test_params_yaml_in_another_encoding_stops_a_stage_naming_the_byte(repo):
+    expected = params_in_windows_1252(repo.params_file)
+    assert_fails_cleanly(repo, "train_base", "params.yaml: " + expected, "save the file as UTF-8")
+
+
+def write_into_read_only_models(repo) -> subprocess.CompletedProcess:
+    """train_base with models/ bind-mounted read-only, in a user and mount namespace of its own."""
+    script = "mount --bind models models && mount -o remount,ro,bind models && exec python stages/train_base.py"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=repo.path, env=stage_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["read-only", "not a folder", "permission"])
+def test_a_write_error_is_one_line_and_keeps_every_earlier_output(repo, tmp_path, kind):
+    repo.set_params({"train_base.epochs": 3})  # other settings: every output would change
+    model = repo.path / "models"
+    if kind == "read-only":
+        if not shutil.which("unshare"):
+            pytest.skip("needs unshare (util-linux) to mount read-only")
+        probe = subprocess.run(["unshare", "-rm", "mount", "--bind", str(tmp_path), str(tmp_path)], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"cannot bind-mount in a user namespace here: {probe.stderr.decode().strip()}")
+        before = repo.snapshot()
+        done = write_into_read_only_models(repo)
+        expected = f"error: {Path('models/train_base.pt')}: cannot write: the file system is read-only"
+    else:
+        if kind == "not a folder":
+            shutil.rmtree(model)
+            model.write_text("a file where the models folder belongs")
+            expected = f"error: {Path('models')}: cannot write: a part of this path is a file, not a folder"
+        else:
+            if os.geteuid() == 0:
+                pytest.skip("root writes into any folder (test_write_errors_name_the_problem covers the message)")
+            model.chmod(0o555)
+            expected = f"error: {Path('models/train_base.pt')}: cannot write: permission denied"
+        before = repo.snapshot()
+        done = repo.run("train_base")
+        if kind == "permission":
+            model.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert (
+        [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        == [line for line in done.stderr.splitlines() if line.startswith(expected)]
+        != []
+    ), done.stderr
+    assert "Traceback" not in done.stderr
+    assert repo.snapshot() == before
+    assert repo.temporary_files() == []
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), "cannot write: permission denied"),
+        (OSError(errno.EROFS, "Read-only file system"), "cannot write: the file system is read-only"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory"), "cannot write: a part of this path is a file"),
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full (No space left on device)"),
+        (OSError(errno.EIO, "Input/output error"), "cannot write (Input/output error)"),
+    ],
+)
+def test_write_errors_name_the_problem(tmp_path, monkeypatch, error, expected):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", failing)
+    with pytest.raises(PipelineError) as info:
+        write_bytes_atomic(tmp_path / "out.json", b"{}")
+    assert str(info.value).startswith(f"{tmp_path / 'out.json'}: {expected}")

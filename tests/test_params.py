@@ -343,3 +343,59 @@ def test_load_params_requires_every_key_by_default(tmp_path):
     path.write_text(yaml.safe_dump({k: v for k, v in REAL.items() if k != "review"}))
     with pytest.raises(PipelineError, match=r"^params.yaml: review is missing"):
         load_params(path)
+
+
+# --- one YAML for the stages and DVC (YAML 1.2) -----------------------------------------------------
+
+
+def dvc_reads(text: str) -> dict:
+    """params.yaml text as DVC reads it (dvc.lock, `dvc params diff`, `dvc exp show`): ruamel.yaml, YAML 1.2."""
+    from dvc.utils.serialize import parse_yaml
+
+    return parse_yaml(text, "params.yaml")
+
+
+# Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC) read as different values: each is refused.
+YAML_1_1_ONLY = ["010", "060", "-010", "08", "0_1", "1:00", "1:30.5", "yes", "No", "on", "OFF", "y", "n", "0o10"]
+
+
+@pytest.mark.parametrize("written", YAML_1_1_ONLY)
+@pytest.mark.parametrize("key, text", [("epochs", "epochs: {}\n"), ("exp2.epochs[1]", "exp2:\n  epochs: [5, {}]\n")])
+def test_a_value_yaml_1_1_and_dvc_read_differently_is_refused_naming_the_key(tmp_path, written, key, text):
+    text = text.format(written)
+    message = refusal(tmp_path, text)
+    assert message.startswith(f"params.yaml: {key} = {written} is not allowed (line ") and "DVC (YAML 1.2)" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("written", ["010", "060", "1:00", "yes", "on", "0o10", "1e3"])
+def test_the_refused_forms_are_those_dvc_reads_otherwise(written):
+    """The premise: DVC's reading differs from PyYAML's, so a stage reading it with PyYAML would train another value."""
+    assert dvc_reads(f"k: {written}\n")["k"] != yaml.safe_load(f"k: {written}\n")["k"]
+
+
+AGREED = {  # written -> (key, what the stage reads)
+    "1e-3": ("lr", lambda p: p.final.lr),
+    "1.0e-3": ("lr", lambda p: p.final.lr),
+    ".003": ("lr", lambda p: p.final.lr),
+    "1_0e-4": ("lr", lambda p: p.final.lr),
+    "0x10": ("epochs", lambda p: p.final.epochs),
+    "1_000": ("epochs", lambda p: p.final.epochs),
+    "0b11": ("epochs", lambda p: p.final.epochs),
+    "+5": ("epochs", lambda p: p.final.epochs),
+    "true": ("normalize_images", lambda p: p.final.normalize_images),
+    "False": ("normalize_images", lambda p: p.final.normalize_images),
+}
+
+
+@pytest.mark.parametrize("written", AGREED, ids=AGREED.keys())
+def test_every_other_form_reads_as_dvc_reads_it(tmp_path, written):
+    key, get = AGREED[written]
+    text = f"{key}: {written}\n"
+    (tmp_path / "params.yaml").write_text(text)
+    ours, dvcs = get(load_params(tmp_path / "params.yaml", require=())), dvc_reads(text)[key]
+    assert ours == dvcs and type(ours) is type(dvcs)
+
+
+def test_a_quoted_leading_zero_is_a_string_for_both(tmp_path):
+    assert "must be an integer" in refusal(tmp_path, "epochs: '010'\n")

@@ -193,7 +193,7 @@ def test_predict_refuses_a_fifo_without_opening_it(model_file, tmp_path, capsys)
     fifo = folder / "IMG_2.JPG"
     os.mkfifo(fifo)  # opening it would wait for a writer forever
     for argument in (fifo, folder):  # given itself, or found in a folder
-        assert main([str(argument), "--model", str(model_file)]) == 1
+        assert main([str(argument), "--model", str(model_file)]) == 2  # nothing else to answer
         err = capsys.readouterr().err
         assert f"error: {fifo}: not a regular file" in err
 
@@ -273,3 +273,90 @@ def test_predict_from_another_folder_flags_a_photo_on_a_dark_background(reproduc
     answers = {Path(a["file"]).name: a for a in json.loads(done.stdout)["images"]}
     assert answers[photo.name]["familiar"] and str(answers[photo.name]["digit"]) == actual
     assert not answers["dark.png"]["familiar"]
+
+
+def test_params_yaml_in_another_encoding_exits_2_naming_the_byte(photo_repo, capsys):
+    params = photo_repo / "params.yaml"
+    params.write_bytes(params.read_bytes() + "# caf\x96\n".encode("latin-1"))
+    code, out, err = run_predict(capsys, photo_repo / "photos" / "a_familiar.png")
+    assert code == predict.EXIT_ERROR
+    assert err.startswith(f"error: {params}: not UTF-8 text: byte 0x96 at position "), err
+
+
+# --- streaming, multi-frame files, control characters, JSON errors, exit codes, closed pipes ----------------
+
+
+def test_photos_are_answered_batch_by_batch(photo_repo, monkeypatch):
+    """Each batch is decoded, scored and handed out before the next is read: memory stays flat in the photos."""
+    from signdigits.core import data
+
+    photos = sorted((photo_repo / "photos").glob("*.png")) * 3
+    decoded, real_decode = [], data.decode_image
+    monkeypatch.setattr(data, "decode_image", lambda path, size: decoded.append(path) or real_decode(path, size))
+    monkeypatch.setattr(predict, "BATCH", 2)
+    _, results = predict.predict_batches(photo_repo / "models/train_best.pt", photos, 90.0)
+    seen = []
+    for result in results:
+        seen.append(result)
+        assert len(decoded) <= 2 * (-(-len(seen) // 2)), "a later batch was read before this one was handed out"
+    monkeypatch.setattr(predict, "BATCH", 256)
+    _, at_once = predict.predict_batches(photo_repo / "models/train_best.pt", photos, 90.0)
+    assert [(r.file, r.digit, r.familiar) for r in seen] == [(r.file, r.digit, r.familiar) for r in at_once]
+
+
+def test_multi_frame_files_are_named_as_such(photo_repo, capsys):
+    from PIL import Image
+
+    frames = [Image.new("L", (20, 20), shade) for shade in (0, 128, 255)]
+    frames[0].save(photo_repo / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(photo_repo / "pages.tif", save_all=True, append_images=frames[1:])
+    code, out, err = run_predict(capsys, photo_repo / "animated.gif", photo_repo / "pages.tif",
+                                 photo_repo / "photos" / "a_familiar.png")  # fmt: skip
+    assert code == predict.EXIT_UNREADABLE
+    assert f"error: {photo_repo / 'animated.gif'}: holds 3 frames (an animated or multi-page GIF), not one photo" in err
+    assert f"error: {photo_repo / 'pages.tif'}: holds 3 frames (an animated or multi-page TIFF), not one photo" in err
+    assert len(out.splitlines()) == 1
+
+
+def test_control_characters_in_file_names_are_escaped(photo_repo, capsys):
+    odd = photo_repo / "photos" / "tab\there\nnewline.png"
+    os.link(photo_repo / "photos" / "a_familiar.png", odd)
+    code, out, _ = run_predict(capsys, odd)
+    assert code == predict.EXIT_OK
+    (line,) = out.splitlines()
+    assert line.split("\t")[0] == str(photo_repo / "photos" / "tab\\there\\nnewline.png")
+    assert len(line.split("\t")) == 4
+
+
+def test_every_input_missing_exits_2_as_the_readme_says(photo_repo, capsys):
+    code, _, err = run_predict(capsys, photo_repo / "missing.jpg", photo_repo / "gone.png")
+    assert code == predict.EXIT_ERROR
+    assert f"error: {photo_repo / 'missing.jpg'}: no such file" in err
+    code, out, _ = run_predict(capsys, photo_repo / "missing.jpg", "--json")
+    assert code == json.loads(out)["exit_code"] == predict.EXIT_ERROR
+
+
+def test_json_failures_are_a_json_error_object(photo_repo, capsys, tmp_path):
+    code, out, err = run_predict(capsys, photo_repo / "photos", "--json", "--model", tmp_path / "none.pt")
+    assert code == predict.EXIT_ERROR
+    assert json.loads(out) == {"error": f"{tmp_path / 'none.pt'}: file not found; run the stage that produces it "
+                               "(`dvc repro`)", "exit_code": 2}  # fmt: skip
+    assert err.startswith("error: ")
+    with pytest.raises(SystemExit) as exited:
+        predict.main([str(photo_repo / "photos"), "--json", "--percentile", "3"])
+    assert exited.value.code == predict.EXIT_ERROR
+    assert json.loads(capsys.readouterr().out) == {"error": "argument --percentile: 3: must lie between 50 and 100",
+                                                   "exit_code": 2}  # fmt: skip
+
+
+def test_a_closed_pipe_ends_predict_quietly(photo_repo):
+    """`predict photos/ | head -3`: the reader is gone before predict writes its first line."""
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "signdigits.predict", str(photo_repo / "photos"), "--model",
+         str(photo_repo / "models" / "train_best.pt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=stage_env(), text=True,
+    )  # fmt: skip
+    stage.stdout.close()
+    err = stage.stderr.read()
+    assert stage.wait(timeout=120) == predict.EXIT_CLOSED_PIPE == 141
+    assert err == "", err

@@ -349,3 +349,24 @@ def test_a_fresh_clone_without_models_is_not_stale(pipeline, tmp_path):
     done = review(clone)
     assert done.returncode == 0, done.stderr
     assert "**Passes**" in done.stdout and "(the largest change of one confusion: 0 photos)" in done.stdout
+
+
+def test_params_yaml_in_another_encoding_exits_2_naming_the_byte(repo):
+    params = repo / "params.yaml"
+    params.write_bytes(params.read_bytes() + "# caf\x96\n".encode("latin-1"))
+    done = review(repo)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: params.yaml: not UTF-8 text: byte 0x96 at position "), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("option", ["--out", "--plots"])
+def test_an_unwritable_out_or_plots_exits_2_in_one_line(repo, option):
+    (repo / "taken").write_text("a file where a folder is asked for")
+    target = "taken/review.md" if option == "--out" else "taken"
+    done = run([sys.executable, "-m", "signdigits.review", "--base=HEAD", option, target], repo, False)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {Path('taken')}: cannot write: a part of this path is a file, not a folder; "
+                      "remove or rename that file"], done.stderr  # fmt: skip
+    assert "Traceback" not in done.stderr

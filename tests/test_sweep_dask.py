@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import signdigits
 from signdigits.core.kernels import PORTABLE_ENV, cpu_has_avx2, describe_env
 
 distributed = pytest.importorskip("distributed")
@@ -220,4 +222,46 @@ def test_a_worker_with_other_cpu_kernels_fails_with_how_to_start_workers(swept, 
     assert "this process runs torch with DEFAULT kernels" in last
     assert f"Start workers as: {describe_env(PORTABLE_ENV)} dask worker" in last
     assert "OPENBLAS_CORETYPE=Haswell" in last  # numpy's kernels are pinned on the workers too
+    assert not any((repo.path / name).exists() for name in RESULTS)
+
+
+def test_a_worker_running_other_code_is_refused(swept, monkeypatch, tmp_path):
+    """Dask sends a run by name: a worker started from another checkout would train with its own code."""
+    repo, _ = swept
+    remove_results(repo)
+    other = tmp_path / "src"
+    package = Path(signdigits.__file__).parent
+    shutil.copytree(package, other / "signdigits", ignore=shutil.ignore_patterns("__pycache__"))
+    engine = other / "signdigits/training/engine.py"
+    engine.write_text(engine.read_text() + "\n# another checkout's change\n")
+    env = {**os.environ, "PYTHONPATH": str(other)}
+    with dask_cluster(1, env=env) as (address, _):
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+        done = repo.run("sweep_exp2")
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "Dask worker tcp://127.0.0.1" in last and f"runs other signdigits code ({other / 'signdigits'}" in last, last
+    assert "Traceback" not in done.stderr
+    assert not any((repo.path / name).exists() for name in RESULTS)
+
+
+def test_a_scheduler_lost_mid_sweep_ends_the_stage_in_one_line(swept, monkeypatch):
+    repo, _ = swept
+    remove_results(repo)
+    with dask_cluster(1) as (address, processes):
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+        stage = repo.popen("sweep_exp2", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        log = []
+        for line in stage.stderr:
+            log.append(line)
+            if line.startswith("sweep 1/8"):
+                processes[0].kill()  # the scheduler
+                break
+        log += stage.stderr.readlines()
+        code = stage.wait(timeout=120)
+    assert code == 2, "".join(log)
+    assert "Traceback" not in "".join(log), "".join(log)
+    errors = [line for line in log if line.startswith("error: ")]
+    assert len(errors) == 1 and errors == log[-1:], "".join(log)
+    assert f"the Dask scheduler {address} was lost mid-sweep" in errors[0], errors[0]
     assert not any((repo.path / name).exists() for name in RESULTS)

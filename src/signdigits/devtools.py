@@ -37,10 +37,17 @@ def venv_env() -> dict[str, str]:
 
 
 def run(
-    args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None, timeout: float | None = None
+    args: list[str],
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a command (git, dvc, python) as a person would from the venv; raise with its output if asked."""
-    done = subprocess.run(args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        args, cwd=cwd, env=env or venv_env(), capture_output=True, text=True, timeout=timeout, input=input
+    )
     if check and done.returncode != 0:
         raise CommandFailed(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

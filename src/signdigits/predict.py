@@ -15,16 +15,24 @@ current folder (the first folder upwards holding dvc.yaml), else in the reposito
 installed from. The threshold's percentile is `--percentile`, else `familiarity.percentile` of that
 repository's params.yaml, else that key's default (core/params.py).
 
+Photos are read, scored and printed in batches of BATCH, so memory does not grow with their number.
+A file name's control characters (a TAB, a newline) print escaped (\\t, \\n, \\xNN) in the lines.
+
 Exit codes: 0 every photo answered and familiar; 1 some files missing or unreadable (the others are
-still answered); 2 nothing answered (no model, bad arguments or params); 3 every file read, but
-some photos are unfamiliar. With both unreadable files and unfamiliar photos, 1.
+still answered); 2 nothing answered (no model, bad arguments or params, or not one readable photo;
+with --json, a JSON object {"error": ..., "exit_code": 2} when not even that is known); 3 every
+file read, but some photos are unfamiliar. With both unreadable files and unfamiliar photos, 1.
+141 when the reader of its output went away (`| head`), as for any command ended by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +43,8 @@ from signdigits.core.kernels import MODES, pin_convolutions, pin_cpu_kernels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 EXIT_OK, EXIT_UNREADABLE, EXIT_ERROR, EXIT_UNFAMILIAR = 0, 1, 2, 3
+EXIT_CLOSED_PIPE = 128 + 13  # SIGPIPE, as a shell reports a command that it ended
+BATCH = 256  # photos decoded and scored at a time: memory stays flat in their number
 
 
 @dataclass
@@ -146,13 +156,13 @@ def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:
     return images, problems
 
 
-def predict_files(model_file: Path, images: list[Path], percentile: float) -> tuple[list[Answer], list[Problem], float]:
-    """An Answer per readable image, a Problem per unreadable one, and the familiarity threshold."""
-    import numpy as np
-    import torch
+def predict_batches(
+    model_file: Path, images: list[Path], percentile: float
+) -> tuple[float, Iterator[Answer | Problem]]:
+    """The familiarity threshold, and an Answer per readable image or a Problem per unreadable one, in input order.
 
-    from signdigits.core.data import decode_image
-    from signdigits.training.inputs import to_inputs
+    BATCH photos at a time are decoded and scored: memory does not grow with the number of photos.
+    """
     from signdigits.training.model_file import load_model
 
     model = load_model(model_file)
@@ -161,24 +171,35 @@ def predict_files(model_file: Path, images: list[Path], percentile: float) -> tu
             f"{model_file}: this model has no familiarity check; use train_best or train_cnn (--model STAGE)"
         )
     threshold = model.familiarity.threshold(percentile)
-    read, problems, pixels = [], [], []
-    for path in images:
-        try:
-            pixels.append(decode_image(path, model.arch.image_size))
-            read.append(path)
-        except PipelineError as e:
-            problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
-    if not read:
-        return [], problems, threshold
-    x = to_inputs(np.stack(pixels))
-    with torch.inference_mode():
-        best = model(x).softmax(dim=1).max(dim=1)
-    scores = model.familiarity.scores(x)
-    answers = [
-        Answer(str(path), model.classes[int(i)], float(p), float(score), bool(score <= threshold))
-        for path, i, p, score in zip(read, best.indices, best.values, scores, strict=True)
-    ]
-    return answers, problems, threshold
+    return threshold, _answers(model, images, threshold)
+
+
+def _answers(model, images: list[Path], threshold: float) -> Iterator[Answer | Problem]:
+    import numpy as np
+    import torch
+
+    from signdigits.core.data import decode_image
+    from signdigits.training.inputs import to_inputs
+
+    for start in range(0, len(images), BATCH):
+        decoded: list[tuple[Path, np.ndarray | Problem]] = []
+        for path in images[start : start + BATCH]:
+            try:
+                decoded.append((path, decode_image(path, model.arch.image_size)))
+            except PipelineError as e:
+                decoded.append((path, Problem(str(path), str(e).removeprefix(f"{path}: "))))
+        read = [(path, pixels) for path, pixels in decoded if not isinstance(pixels, Problem)]
+        if read:
+            x = to_inputs(np.stack([pixels for _, pixels in read]))
+            with torch.inference_mode():
+                best = model(x).softmax(dim=1).max(dim=1)
+            scores = model.familiarity.scores(x)
+            answered = {
+                path: Answer(str(path), model.classes[int(i)], float(p), float(score), bool(score <= threshold))
+                for (path, _), i, p, score in zip(read, best.indices, best.values, scores, strict=True)
+            }
+        for path, pixels in decoded:
+            yield pixels if isinstance(pixels, Problem) else answered[path]
 
 
 def note(percentile: float, threshold: float) -> str:
@@ -196,10 +217,19 @@ def verdict(answer: Answer, threshold: float) -> str:
     return f"UNFAMILIAR (score {answer.score:.2f} > threshold {threshold:.2f}): do not trust this digit"
 
 
-def exit_code(answers: list[Answer], problems: list[Problem]) -> int:
+def exit_code(answered: int, unfamiliar: int, problems: int) -> int:
     if problems:
-        return EXIT_UNREADABLE
-    return EXIT_OK if all(a.familiar for a in answers) else EXIT_UNFAMILIAR
+        return EXIT_UNREADABLE if answered else EXIT_ERROR
+    return EXIT_UNFAMILIAR if unfamiliar else EXIT_OK
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(name: str) -> str:
+    """A file name for a line of text: control characters escaped (\\t, \\n, \\xNN), bytes not UTF-8 as \\xNN."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m[0]) or f"\\x{ord(m[0]) & 0xFF:02x}", name)
 
 
 def _percentile(text: str) -> float:
@@ -211,8 +241,18 @@ def _percentile(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors (exit 2) are also a JSON object on stdout when --json is asked for."""
+
+    def error(self, message: str):
+        if "--json" in sys.argv[1:] or "--json" in (self.argv or ()):
+            print(json.dumps({"error": message, "exit_code": EXIT_ERROR}, indent=2))
+        super().error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="signdigits-predict", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="signdigits-predict", description=__doc__.splitlines()[0])
+    parser.argv = argv
     parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files (any size or colour mode), or folders")
     parser.add_argument(
         "--model", help="model file or training stage (default: the repository's best checked model by validation)"
@@ -223,37 +263,55 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pin_cpu_kernels(args.cpu_kernels)
     pin_convolutions(args.cpu_kernels)
-    return run_command(lambda: _predict(args))
+    try:
+        return run_command(lambda: _predict(args))
+    except BrokenPipeError:  # `predict ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush then goes nowhere
+        return EXIT_CLOSED_PIPE
 
 
 def _predict(args: argparse.Namespace) -> int:
-    choice = choose_model(args.model)
-    model_file = choice.path
-    percentile = args.percentile or percentile_for(model_file)
-    images, problems = expand(args.images)
-    answers, unreadable, threshold = predict_files(model_file, images, percentile)
-    problems += unreadable
-    code = exit_code(answers, problems)
+    try:
+        choice = choose_model(args.model)
+        percentile = args.percentile or percentile_for(choice.path)
+        images, problems = expand(args.images)
+        threshold, results = predict_batches(choice.path, images, percentile)
+    except PipelineError as e:
+        if args.json:
+            print(json.dumps({"error": str(e), "exit_code": EXIT_ERROR}, indent=2))
+        raise
     if args.json:
-        document = {
-            "model": str(model_file),
-            "stage": choice.stage,
-            "val_accuracy": choice.val_accuracy,
-            "percentile": percentile,
-            "threshold": threshold,
-            "note": note(percentile, threshold),
-            "images": [asdict(a) for a in answers],
-            "errors": [asdict(p) for p in problems],
-            "exit_code": code,
-        }
-        print(json.dumps(document, indent=2))
-        return code
-    for answer in answers:
-        print(f"{answer.file}\t{answer.digit}\t{answer.probability:.4f}\t{verdict(answer, threshold)}")
+        return _print_json(choice, percentile, threshold, results, problems)
     for problem in problems:
-        print(f"error: {problem.file}: {problem.error}", file=sys.stderr)
+        print(f"error: {printable(problem.file)}: {problem.error}", file=sys.stderr)
+    answered = unfamiliar = errors = 0
+    for result in results:
+        if isinstance(result, Problem):
+            errors += 1
+            print(f"error: {printable(result.file)}: {result.error}", file=sys.stderr)
+            continue
+        answered, unfamiliar = answered + 1, unfamiliar + (not result.familiar)
+        print(f"{printable(result.file)}\t{result.digit}\t{result.probability:.4f}\t{verdict(result, threshold)}")
     print(describe_choice(choice), file=sys.stderr)
     print(note(percentile, threshold), file=sys.stderr)
+    return exit_code(answered, unfamiliar, len(problems) + errors)
+
+
+def _print_json(choice: Choice, percentile: float, threshold: float, results, problems: list[Problem]) -> int:
+    """One JSON document, its images written as they are answered (one a line): memory stays flat."""
+    head = {"model": str(choice.path), "stage": choice.stage, "val_accuracy": choice.val_accuracy}
+    head |= {"percentile": percentile, "threshold": threshold}
+    print(json.dumps({**head, "note": note(percentile, threshold)}, indent=2)[:-2] + ',\n  "images": [', end="")
+    answered = unfamiliar = 0
+    for result in results:
+        if isinstance(result, Problem):
+            problems.append(result)
+            continue
+        print(("," if answered else "") + "\n    " + json.dumps(asdict(result)), end="")
+        answered, unfamiliar = answered + 1, unfamiliar + (not result.familiar)
+    print("\n  ]," if answered else "],")
+    code = exit_code(answered, unfamiliar, len(problems))
+    print(json.dumps({"errors": [asdict(p) for p in problems], "exit_code": code}, indent=2)[2:])
     return code
 
 

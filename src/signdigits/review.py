@@ -30,7 +30,7 @@ import pandas as pd
 from signdigits.core import paths
 from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
-from signdigits.core.files import require_file, write_bytes_atomic, write_text_atomic
+from signdigits.core.files import make_folder, require_file, write_bytes_atomic, write_text_atomic
 from signdigits.core.params import ReviewParams, parse_yaml, review_params
 from signdigits.reporting import figures
 from signdigits.reporting.metrics import confusion_matrix
@@ -41,9 +41,14 @@ TEST_COLUMNS = ("model", "part", "images", "accuracy", "accuracy_ci95_low", "acc
 
 
 def _run(args: list[str]) -> str:
-    done = subprocess.run(args, capture_output=True, text=True)
+    return _run_bytes(args).decode()
+
+
+def _run_bytes(args: list[str]) -> bytes:
+    done = subprocess.run(args, capture_output=True)
     if done.returncode != 0:
-        raise PipelineError(f"`{' '.join(args)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+        error = (done.stderr.strip() or done.stdout.strip()).decode(errors="replace")
+        raise PipelineError(f"`{' '.join(args)}` failed: {error}")
     return done.stdout
 
 
@@ -107,9 +112,12 @@ class Revision:
         return f"{self.base}:{path.as_posix()}" if self.base else path.as_posix()
 
     def text(self, path: Path) -> str:
+        return self.data(path).decode()
+
+    def data(self, path: Path) -> bytes:
         if self.base is None:
-            return require_file(path).read_text()
-        return _run(["git", "show", f"{self.base}:{path.as_posix()}"])
+            return require_file(path).read_bytes()
+        return _run_bytes(["git", "show", f"{self.base}:{path.as_posix()}"])
 
     def parse(self, path: Path, parser: Callable[[str], object]):
         text = self.text(path)
@@ -137,7 +145,7 @@ class Revision:
         """The gate's settings: the review section of this revision's params.yaml (defaults for keys not written)."""
         label = self.label(paths.PARAMS)
         try:
-            return review_params(parse_yaml(self.text(paths.PARAMS).encode(), label))
+            return review_params(parse_yaml(self.data(paths.PARAMS), label))
         except PipelineError as e:  # name the revision the setting came from
             raise PipelineError(str(e).replace("params.yaml: ", f"{label}: ", 1)) from None
 
@@ -292,8 +300,9 @@ class ModelChange:
 
 def judge(model: ModelChange, gate: ReviewParams, floor: float | None) -> None:
     """The rule, one for every model: it fails when its accuracy drops by more than max_drop AND McNemar's test
-    on the same photos gives p < alpha; the final model also fails below `floor` (the base model's accuracy at
-    the base revision), whatever the test says. Sets verdict and failure."""
+    on the same photos gives p < alpha; the final model also fails when the change takes it below `floor` (the
+    base model's accuracy at the base revision) from at or above it, whatever the test says (a revision already
+    below it, such as a tiny test pipeline, is judged by the first rule alone). Sets verdict and failure."""
     if model.old is None or model.new is None:
         model.verdict = "new model" if model.old is None else "removed"
         return
@@ -302,7 +311,7 @@ def judge(model: ModelChange, gate: ReviewParams, floor: float | None) -> None:
     if model.significant and drop > gate.max_drop + 1e-12:
         limit = f"review.max_drop = {_pt(gate.max_drop)}"
         model.failure = f"dropped {100 * drop:.2f} pt (more than {limit}, p < {gate.alpha:g})"
-    if floor is not None and model.new.accuracy < floor:
+    if floor is not None and model.new.accuracy < floor <= model.old.accuracy:
         model.failure = "; ".join(
             filter(None, [model.failure, f"fell below {paths.BASE_MODEL} at the base ({_pct(floor)})"])
         )
@@ -413,7 +422,7 @@ def build_review(base: str, full: bool = False, allow_different_photos: bool = F
     if loosens:
         verdict += f" **This change loosens the gate** ({', '.join(edits)}); the base's gate was applied."
     lines += [verdict + "\n", headline_table(changes)]
-    floor = f", or when the final model falls below {paths.BASE_MODEL}'s accuracy at `{base}`"
+    floor = f", or when the final model falls below {paths.BASE_MODEL}'s accuracy at `{base}` from at or above it"
     lines.append(
         f"Gate, from `{base}`:params.yaml: a model fails when its test accuracy drops by more than review.max_drop "
         f"= {_pt(gate.max_drop)} and McNemar's exact test on the same photos gives p < review.alpha = {gate.alpha:g}"
@@ -475,7 +484,7 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
         import vl_convert
     except ImportError:
         raise PipelineError("--plots needs vl-convert-python: pip install -r requirements/lock.txt") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     _run(["dvc", "plots", "diff", base, "--out", str(out_dir)])
     shown = json.loads(_run(["dvc", "plots", "diff", base, "--json", "--out", str(out_dir / "static")]))
     written = []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from signdigits.core.errors import PipelineError
 
+WORKSPACE_SRC_ENV = "SIGNDIGITS_WORKSPACE_SRC"  # set on the re-execution: the src/ it must import from
 GRACE_S = 3  # after its dvc ended, the stage unwinds (temporary files removed) or is ended this much later
 _dvc_ended: int | None = None  # the pid of the dvc that ran this stage, once it has ended
 _reported = threading.Event()  # the interruption was reported
@@ -69,21 +70,26 @@ def run_stage(main: Callable[..., object]) -> None:
     """Exit with run_command's code for main(params), params.yaml validated and the CPU kernels pinned first.
 
     Stage scripts import torch and numpy only inside main, so the kernel pin is in place before they load.
+    A stage runs the code of the workspace its script lies in (`run_workspace_code`).
     """
+    run_workspace_code(Path(sys.argv[0]))
 
     def body():
-        from signdigits.core import lifeline
+        from signdigits.core import lifeline, workspace
         from signdigits.core.kernels import pin_cpu_kernels
         from signdigits.core.params import load_params, stage_requirements
 
         if os.environ.get("DVC_STAGE") or os.environ.get("DVC_ROOT"):
             lifeline.watch_dvc(_stop_without_dvc)
         started = time.perf_counter()
-        params = load_params(require=stage_requirements(Path(sys.argv[0]).stem))
+        stage = Path(sys.argv[0]).stem
+        inputs = workspace.stage_inputs(stage)  # params.yaml and the deps dvc.yaml lists: what dvc.lock records
+        fingerprint = workspace.fingerprint(inputs)
+        params = load_params(require=stage_requirements(stage))
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
-        with files.outputs():
+        with files.outputs(before_renaming=lambda: _require_unchanged(stage, inputs, fingerprint)):
             code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(
@@ -95,6 +101,53 @@ def run_stage(main: Callable[..., object]) -> None:
     code = run_command(body)
     gc.freeze()  # the exit's collections then skip torch's module graph (benchmarks/README.md); outputs are written
     sys.exit(code)
+
+
+def _require_unchanged(stage: str, inputs: list[Path], fingerprint: dict[str, str]) -> None:
+    """Refuse to write outputs made from params or deps that changed since the stage read them.
+
+    DVC hashes them again when it writes dvc.lock, after the stage: the lock would state inputs the
+    outputs were not made from, and `dvc status` would call them up to date.
+    """
+    from signdigits.core import workspace
+
+    changed = workspace.changed_since(fingerprint, inputs)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise PipelineError(
+            f"{shown} changed while {stage} ran, so its outputs were not written: dvc.lock would record inputs "
+            "they were not made from. Run it again (`dvc repro`) once nothing edits them"
+        )
+
+
+def run_workspace_code(script: Path) -> None:
+    """Re-execute this process with the src/ beside the script's folder first on PYTHONPATH, if it imported another.
+
+    The editable install points at the checkout that ran `make setup`; a queued or temporary experiment
+    (`dvc exp run --queue/--temp`) runs in a copy of the workspace whose src/ may differ. Child processes
+    (the sweep's pool, a local Dask cluster) inherit PYTHONPATH; a remote Dask worker is checked by the sweep.
+    Nothing is re-executed where the script has no src/ beside it (a copy of stages/ alone): the install counts.
+    """
+    import signdigits
+
+    src = script.resolve().parent.parent / "src"
+    if not (src / "signdigits" / "__init__.py").is_file():
+        return
+    imported = Path(signdigits.__file__).resolve().parent
+    if imported == (src / "signdigits").resolve():
+        return
+    if os.environ.get(WORKSPACE_SRC_ENV) == str(src):
+        print(
+            f"error: {script}: imports signdigits from {imported}, not from {src} beside it, even with that "
+            "first on PYTHONPATH (python -I or -E?); run it as `python stages/<stage>.py`",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    env = {**os.environ, WORKSPACE_SRC_ENV: str(src)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def _since_process_start(now: float) -> str:

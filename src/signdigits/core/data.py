@@ -21,6 +21,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.files import read_arrays, write_arrays
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import PrepareParams, SplitParams
+from signdigits.core.workspace import DvcIgnore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ def decode_image(path: Path, image_size: int, jpeg_draft: bool = False) -> np.nd
     DRAFT_MARGIN times the target size: 6-12x faster for phone photos, pixels a level apart from the
     full decode (so off by default: the committed arrays are the full decode's).
 
+    A file of several frames (an animated GIF, PNG or WebP, a multi-page TIFF) is refused by name:
+    which frame is the photo is not for this function to guess.
+
     Transparent pixels become white, the EXIF orientation is applied, 16-bit and float pixels are
     scaled by their format's range, a non-square image is centre-cropped. Raises PipelineError naming
     the file if it is not a complete image (or not a regular file, which is never opened).
@@ -52,6 +56,12 @@ def decode_image(path: Path, image_size: int, jpeg_draft: bool = False) -> np.nd
             warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning),
             Image.open(path) as image,
         ):
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format != "MPO":  # a phone's MPO JPEG: the photo, then its previews
+                raise PipelineError(
+                    f"{path}: holds {frames} frames (an animated or multi-page {image.format}), not one photo; "
+                    "save the frame you mean as an image of its own"
+                )
             if jpeg_draft and image.format == "JPEG":
                 image.draft(image.mode, (DRAFT_MARGIN * image_size, DRAFT_MARGIN * image_size))
             image.load()  # decodes now, so a truncated file fails here and not later
@@ -97,7 +107,8 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
     """(path, digit) for every file in raw_dir/<digit>/, checking the layout first."""
     if not raw_dir.is_dir():
         raise PipelineError(f"{raw_dir}: folder not found; it should hold one folder per digit, 0 to 9")
-    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ignore = DvcIgnore(raw_dir)  # what DVC does not hash is not data (.DS_Store, Thumbs.db: see .dvcignore)
+    folders = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not ignore.ignores(p))
     if not folders:
         raise PipelineError(f"{raw_dir}: no digit folders; expected {raw_dir}/0 ... {raw_dir}/9 holding images")
     found = []
@@ -105,7 +116,7 @@ def list_raw_images(raw_dir: Path) -> list[tuple[Path, int]]:
         if not re.fullmatch(r"[0-9]", folder.name):
             raise PipelineError(f"{folder}: label folder is not a digit 0-9")
         # not only regular files: a FIFO or device here is a bad image, failed or skipped (on_bad_image)
-        files = sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        files = sorted(p for p in folder.iterdir() if not p.is_dir() and not ignore.ignores(p))
         if not files:
             raise PipelineError(f"{folder}: digit folder holds no images")
         found += [(path, int(folder.name)) for path in files]

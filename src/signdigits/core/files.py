@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     global seconds_writing
     started = time.perf_counter()
     path = Path(path)
+    make_folder(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise _disk_full(path, e) from None
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -64,15 +65,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _disk_full(path, e) from None
+            raise write_error(path, e) from None
         raise
     seconds_writing += time.perf_counter() - started
     return path
 
 
 @contextlib.contextmanager
-def outputs():
-    """Hold back the renames of every write inside until the block ends; on any failure, rename none."""
+def outputs(before_renaming: Callable[[], None] = lambda: None):
+    """Hold back the renames of every write inside until the block ends; on any failure, rename none.
+
+    before_renaming() runs just before the renames: if it raises, nothing is renamed either.
+    """
     global _pending
     if _pending is not None:  # nested: the outer block commits
         yield
@@ -80,6 +84,7 @@ def outputs():
     _pending = {}
     try:
         yield
+        before_renaming()
         _rename(_pending)
     finally:
         for tmp in _pending.values():
@@ -99,15 +104,39 @@ def _rename(written: dict[Path, Path]) -> None:
         if _abandoned:
             raise KeyboardInterrupt  # unwinds like SIGTERM: temporary files removed, exit 130
         for target, tmp in list(written.items()):
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise write_error(target, e) from None
             del written[target]
 
 
-def _disk_full(path: Path, error: OSError) -> OSError | PipelineError:
-    """A full disk or quota as the one-line message naming the file; other OS errors unchanged."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return PipelineError(f"{path}: the disk is full ({error.strerror}); free space there and rerun")
-    return error
+def make_folder(path: str | os.PathLike) -> Path:
+    """mkdir -p, its failure as write_error's one line."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
+
+
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: "the disk is full ({strerror}); free space there and rerun",
+    errno.EDQUOT: "the disk is full ({strerror}); free space there and rerun",
+    errno.EROFS: "cannot write: the file system is read-only; write somewhere else, or mount it writable",
+    errno.EACCES: "cannot write: permission denied; make the folder writable for you, or write somewhere else",
+    errno.EPERM: "cannot write: permission denied; make the folder writable for you, or write somewhere else",
+    errno.ENOTDIR: "cannot write: a part of this path is a file, not a folder; remove or rename that file",
+    errno.EEXIST: "cannot write: a part of this path is a file, not a folder; remove or rename that file",
+    errno.EISDIR: "cannot write: this path is a folder; remove it or write elsewhere",
+}
+
+
+def write_error(path: Path, error: OSError) -> PipelineError:
+    """An OS error of a write as one line naming the file and what to do: a full disk, a read-only file system, ..."""
+    problem = _WRITE_PROBLEMS.get(error.errno, "cannot write ({strerror})")
+    return PipelineError(f"{path}: {problem.format(strerror=error.strerror or type(error).__name__)}")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

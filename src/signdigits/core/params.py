@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import reprlib
 import typing
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ import yaml
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import MODES as CPU_KERNELS
+from signdigits.core.workspace import stage_entry
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
@@ -219,11 +221,8 @@ def stage_requirements(script: str, dvc_yaml: str | Path = paths.DVC_YAML) -> tu
     """What a stage script (stages/<name>.py) reads: its `params:` list in dvc.yaml, the one place it is written
     (tests/test_stage_params.py checks it against what the script reads); every key for a script not in the pipeline.
     """
-    try:
-        stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"].get(script)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        stage = None
-    return tuple(stage.get("params", ())) if isinstance(stage, dict) else EVERY_KEY
+    stage = stage_entry(script, dvc_yaml)
+    return tuple(stage.get("params", ())) if stage is not None else EVERY_KEY
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -249,8 +248,41 @@ class _StrictLoader(yaml.SafeLoader):
             )
         node = super().compose_node(parent, index)
         if part is not None:
+            if isinstance(node, yaml.ScalarNode) and node.style is None:
+                _refuse_yaml_1_1_only(node.value, self.key_path, node.start_mark.line + 1)
             self.key_path.pop()
         return node
+
+
+# Plain scalars that YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read as different values: what the
+# value would be for DVC (dvc.lock, `dvc params diff`, `dvc exp show`) and for a YAML 1.1 reader, and what to write.
+_YAML_1_1_ONLY = (
+    (re.compile(r"yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N"),
+     "the string {text!r}", "a boolean", "write true or false"),
+    (re.compile(r"[-+]?0[0-9_]+"), "the integer {decimal}", "octal (or a string)", "write it without leading zeros"),
+    (re.compile(r"[-+]?0o[0-7_]+"), "the octal integer {octal}", "the string {text!r}", "write it in decimal"),
+    (re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"),
+     "the string {text!r}", "a number in base 60", "write the number itself"),
+)  # fmt: skip
+
+
+def _refuse_yaml_1_1_only(text: str, key_path: list[str], line: int) -> None:
+    """A value DVC (YAML 1.2) and PyYAML (YAML 1.1) read differently is refused: dvc.lock would state another one."""
+    for pattern, for_dvc, for_1_1, advice in _YAML_1_1_ONLY:
+        if pattern.fullmatch(text):
+            digits = text.replace("_", "")
+            values = {"text": text, "decimal": _int_or(digits, 10), "octal": _int_or(digits.replace("0o", ""), 8)}
+            raise PipelineError(
+                f"params.yaml: {_dotted(key_path)} = {_short(text)} is not allowed (line {line}): DVC (YAML 1.2) reads "
+                f"{for_dvc.format(**values)}, a YAML 1.1 reader {for_1_1.format(**values)}; {advice}"
+            )
+
+
+def _int_or(digits: str, base: int) -> int | str:
+    try:
+        return int(digits, base)
+    except ValueError:
+        return digits
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -263,6 +295,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def parse_yaml(data: bytes, path: str) -> dict:
     """read_yaml of bytes that came from elsewhere (a revision's params.yaml from git); `path` names them in errors."""
+    _require_utf8(path, data)
     loader = _StrictLoader(data)
     try:
         node = loader.get_single_node()
@@ -280,6 +313,20 @@ def parse_yaml(data: bytes, path: str) -> dict:
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: the top level must be a mapping of keys to values")
     return raw
+
+
+def _require_utf8(path: str | Path, data: bytes) -> None:
+    """UTF-8 (with or without a BOM), as DVC reads it; UTF-16 with its BOM, as YAML allows. The first bad byte named."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PipelineError(
+            f"{path}: not UTF-8 text: byte 0x{data[e.start]:02x} at position {e.start} (line {line}) "
+            "is not UTF-8 (another encoding, such as Windows-1252?); save the file as UTF-8"
+        ) from None
 
 
 def _refuse_duplicates(node: yaml.Node, key_path: list[str]) -> None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import itertools
 import logging
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_local
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,17 +92,38 @@ def train_config(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, 
     }
 
 
-def _train_on_dask_worker(run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int) -> dict:
+@functools.cache
+def code_digest() -> str:
+    """sha256 of the names and bytes of the imported signdigits package's source files: which code runs here."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        digest.update(f"{file.relative_to(package).as_posix()}\0{file.stat().st_size}\0".encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _train_on_dask_worker(
+    run: int, cfg: TrainParams, data: SweepData, runtime: Runtime, threads: int, stage_code: str
+) -> dict:
     """train_config, after checking what a worker started by someone else may get wrong.
 
-    The kernels are pinned here, before this worker's first import of torch; a worker that already
-    runs torch with other kernels fails rather than computing other numbers. One task at a time per
-    worker process: concurrent runs would share torch's process-wide random generator.
+    The worker must run the stage's code (the same source files): Dask sends the task by name, and
+    a worker started from another checkout would compute the runs with its own code. The kernels
+    are pinned here, before this worker's first import of torch; a worker that already runs torch
+    with other kernels fails rather than computing other numbers. One task at a time per worker
+    process: concurrent runs would share torch's process-wide random generator.
     """
     from distributed import get_worker
 
     worker = get_worker()
     try:
+        if code_digest() != stage_code:
+            raise PipelineError(
+                f"it runs other signdigits code ({Path(__file__).resolve().parents[1]}, sources {code_digest()[:12]}) "
+                f"than the stage (sources {stage_code[:12]}); start it from the stage's checkout, with PYTHONPATH "
+                "naming that checkout's src/"
+            )
         if worker.state.nthreads != 1:
             raise PipelineError(f"it runs {worker.state.nthreads} tasks at once, which share torch's random generator")
         pin_cpu_kernels(runtime.cpu_kernels)
@@ -304,10 +329,34 @@ def _on_dask(sweep: SweepParams, runs: int):
             log.warning("sweep: no Dask worker has connected yet; the runs wait for one. Start them as: %s",
                         DASK_WORKER_COMMAND)  # fmt: skip
         try:
-            yield lambda *task: client.submit(_train_on_dask_worker, *task, pure=False), wait_dask, window
-        except BaseException:
+            code = code_digest()
+            yield lambda *task: client.submit(_train_on_dask_worker, *task, code, pure=False), wait_dask, window
+        except BaseException as e:
             lifeline.end_children()  # a local cluster's workers: closing it would wait for the runs in progress
+            if _scheduler_lost(e, client):
+                # closing the client cancels its attempts to reconnect, which Dask's loggers (each with a level
+                # of its own) would report with tracebacks: the one line below says it all
+                logging.disable(logging.CRITICAL)
+                reason = textwrap.shorten(f"{type(e).__name__}: {e}", 200)  # Dask's own message runs over lines
+                raise PipelineError(
+                    f"the Dask scheduler {address} was lost mid-sweep ({reason}); no results were written. "
+                    "Restart it (`dask scheduler`) and its workers and rerun, or unset DASK_SCHEDULER_ADDRESS to "
+                    "run on a local cluster"
+                ) from None
             raise
+
+
+def _scheduler_lost(error: BaseException, client) -> bool:
+    """Whether an exception of the sweep's loop means the connection to the scheduler broke (not a run that failed)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import CommClosedError
+
+    if isinstance(error, (PipelineError, KeyboardInterrupt)):
+        return False
+    cancelled = isinstance(error, (asyncio.CancelledError, concurrent.futures.CancelledError))
+    return cancelled or isinstance(error, (CommClosedError, OSError)) or client.status != "running"
 
 
 def _require_scheduler(address: str, where: str) -> None:
