@@ -8,7 +8,9 @@ import re
 import subprocess
 
 import pytest
-from helpers import TinyRepo, copy_repository, make_tiny_pipeline_repo, run, stages_run, venv_env
+from helpers import TinyRepo, copy_repository, make_tiny_pipeline_repo
+
+from signdigits.devtools import run, stages_run, venv_env
 
 pytestmark = pytest.mark.slow
 
