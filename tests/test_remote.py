@@ -26,6 +26,7 @@ from helpers_remote import (
     tracked_state,
 )
 
+from signdigits.core import paths
 from signdigits.devtools import git_clone, git_identity, stages_run
 
 pytestmark = pytest.mark.integration  # an S3 server and DVC in subprocesses
@@ -158,7 +159,8 @@ def cached_outputs(repo: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_a_fresh_clone_pulls_everything_and_has_nothing_to_rerun(origin, s3, tmp_path):
-    assert len(s3.keys("pipeline/files/md5/")) == len(cached_outputs(origin)) == 6
+    arrays_and_models = 2 + len(paths.TRAINED_MODELS)  # images.npz, split.npz and a file per model
+    assert len(s3.keys("pipeline/files/md5/")) == len(cached_outputs(origin)) == arrays_and_models
     clone = fresh_clone(origin, tmp_path, "clone")
     run(["dvc", "pull"], cwd=clone, env=s3.env())
     assert UP_TO_DATE in run(["dvc", "status"], cwd=clone, env=s3.env()).stdout
