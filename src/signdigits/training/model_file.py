@@ -25,8 +25,8 @@ from signdigits.training.familiarity import Familiarity
 from signdigits.training.model import KINDS, Arch, Classifier, Network, describe
 
 
-def model_payload(model: Classifier) -> dict:
-    """What the model file holds: plain data and CPU tensors."""
+def model_bytes(model: Classifier) -> bytes:
+    """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
     payload = {
         "format_version": FORMAT_VERSION,
         "arch": arch_payload(model.arch),
@@ -35,13 +35,8 @@ def model_payload(model: Classifier) -> dict:
     }
     if model.familiarity is not None:
         payload["familiarity"] = model.familiarity.to_payload()
-    return payload
-
-
-def model_bytes(model: Classifier) -> bytes:
-    """Serialise in memory: torch.save records the file name it writes to, so no temp-file rename."""
     buffer = io.BytesIO()
-    torch.save(model_payload(model), buffer)
+    torch.save(payload, buffer)
     return buffer.getvalue()
 
 
