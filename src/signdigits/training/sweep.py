@@ -29,7 +29,7 @@ import numpy as np
 from signdigits.core import lifeline
 from signdigits.core.data import DIGITS, load_train_val
 from signdigits.core.errors import PipelineError
-from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
+from signdigits.core.kernels import pin_cpu_kernels
 from signdigits.core.limits import OPTIMIZER_STATES, require_memory, training_bytes, usable_cores
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 
@@ -50,7 +50,7 @@ RESULT_COLUMNS = (
 
 CONNECT_TIMEOUT_S = 5  # to a Dask scheduler; Dask's own default (30 s) is long to wait for a typo
 ANSWER_TIMEOUT_S = 2  # once connected: a scheduler answers in milliseconds, another service never
-DASK_WORKER_COMMAND = f"{describe_env(PORTABLE_ENV)} dask worker <scheduler address> --nthreads 1"
+DASK_WORKER_COMMAND = "python -m signdigits.worker <scheduler address>"  # signdigits/worker.py: the pin and the sources
 
 
 @dataclass(frozen=True)
