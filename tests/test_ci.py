@@ -202,6 +202,10 @@ def test_main_saves_the_dvc_cache_after_the_check_and_pull_requests_only_restore
     for step in pr_cache:
         assert save["with"]["key"].startswith(step["with"]["restore-keys"])
     assert not any("dvc pull" in script for script in scripts(jobs_of(WORKFLOW)["reproduce"]["steps"]))
+    # Both start from the results of the main commit whose checked run saved the restored cache.
+    for job_steps in (steps, jobs_of(WORKFLOW)["reproduce"]["steps"]):
+        (reproduce,) = [script for script in scripts(job_steps) if ".ci/reproduce" in script]
+        assert '.ci/reproduce "${RESTORED#dvc-main-}"; else .ci/reproduce; fi' in reproduce
 
 
 COUNT_STAGE = """\
