@@ -270,3 +270,14 @@ def assert_fails_cleanly(repo, stage: str, *expected: str, timeout: float = 120)
     assert repo.snapshot() == before, "an earlier output changed"
     assert repo.temporary_files() == []
     return message
+
+
+def load_script(path: Path):
+    """A CI script without the .py suffix (.ci/changes, .ci/review), imported as a module to test its functions."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader(path.name.replace("-", "_"), str(path))
+    module = module_from_spec(spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
