@@ -108,6 +108,17 @@ def test_familiarity_components_beyond_the_data_stop_before_training(repo):
     assert "epoch" not in message
 
 
+def test_conv_blocks_that_shrink_the_image_to_nothing_stop_before_training(repo):
+    """16x16 photos: four 2x2 poolings leave 1 pixel, a fifth none (torch would fail inside its first batch)."""
+    repo.set_params({"train_cnn.channels": [4, 4, 4, 4, 5]})
+    message = assert_fails_cleanly(
+        repo, "train_cnn", "train_cnn.channels = [4, 4, 4, 4, 5] is not allowed: 5 conv blocks halve the 16x16"
+    )
+    assert "list at most 4, or raise prepare.image_size" in message and "epoch" not in message
+    repo.set_params({"train_cnn.channels": [4, 4, 4, 5], "train_cnn.epochs": 1})
+    repo.run("train_cnn", check=True)  # four blocks fit
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 

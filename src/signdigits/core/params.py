@@ -435,8 +435,10 @@ def _coerce(key: str, value: Any, tp) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(items))
+        if not isinstance(value, (list, tuple)):  # not read as [value]: dvc.lock and `dvc params diff` state value
+            example = f", in brackets: [{shown(value)}]" if isinstance(value, (int, float, str)) else ""
+            raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: must be a list{example}")
+        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value
