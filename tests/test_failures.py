@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from helpers import assert_fails_cleanly, stage_env
 
-from signdigits.core import files
+from signdigits.core import files, workspace
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
 from signdigits.training.stage import require_batch_fits
@@ -117,6 +117,32 @@ def test_conv_blocks_that_shrink_the_image_to_nothing_stop_before_training(repo)
     assert "list at most 4, or raise prepare.image_size" in message and "epoch" not in message
     repo.set_params({"train_cnn.channels": [4, 4, 4, 5], "train_cnn.epochs": 1})
     repo.run("train_cnn", check=True)  # four blocks fit
+
+
+# --- inputs changed while a stage runs (the end-to-end runs: test_workspace.py) -------------------
+
+
+def test_stage_inputs_change_only_with_what_dvc_lock_records(tmp_path, monkeypatch):
+    """The stage's keys' values (a dotted key alone: familiarity.components, not its section) and its deps' files."""
+    monkeypatch.chdir(tmp_path)
+    Path("dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [d]\n    params: [a, familiarity.components]\n")
+    Path("d").mkdir()
+    Path("d/f.py").write_text("x = 1\n")
+    Path("params.yaml").write_text("a: {lr: 0.001, h: [1, 2]}\nfamiliarity: {components: 60, percentile: 97.5}\nb: 1\n")
+    inputs = workspace.StageInputs.read("s")
+    Path("params.yaml").write_text(
+        "# note\na: {h: [1, 2], lr: 1e-3}  # reordered\nfamiliarity: {components: 60, percentile: 99}\n"
+    )
+    assert inputs.changed() == []  # a comment, order, 1e-3 for 0.001 (YAML 1.2, as DVC reads it), keys of others
+    Path("params.yaml").write_text("a: {lr: 0.002, h: [1]}\nfamiliarity: {percentile: 97.5}\n")
+    Path("d/f.py").write_text("x = 2\n")
+    Path(".dvcignore").write_text(".*\n")
+    Path("d/.hidden").write_text("DVC leaves it out\n")
+    assert inputs.changed() == [
+        "params.yaml:a.h", "params.yaml:a.lr", "params.yaml:familiarity.components", "d/f.py"
+    ]  # fmt: skip
+    Path("params.yaml").write_text("a: [unclosed\n")
+    assert inputs.changed()[0] == "params.yaml"
 
 
 # --- data ---------------------------------------------------------------------------------------
