@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_fails_cleanly, stage_env
+from helpers import ROOT, assert_fails_cleanly, stage_env
 
 from signdigits.core import files, workspace
 from signdigits.core.errors import PipelineError
@@ -280,6 +280,47 @@ def test_killed_training_leaves_earlier_outputs(repo, signum):
     else:
         assert code == -signal.SIGKILL
     assert repo.snapshot() == before
+    assert repo.temporary_files() == []
+
+
+def test_a_stage_killed_while_writing_leaves_only_ignored_temporaries_that_its_next_run_removes(repo):
+    """SIGKILL with every output written under its temporary name, none renamed yet: held there by a FIFO
+    among its deps, which the check before renaming opens (src/signdigits/core: a dep in dvc.yaml)."""
+    shutil.copy2(ROOT / ".gitignore", repo.path / ".gitignore")
+    subprocess.run(["git", "init", "--quiet"], cwd=repo.path, check=True)
+    repo.set_params({"train_base.epochs": 40})
+    inputs = ("params.yaml", "data/raw", "stages", "dvc.yaml", ".gitignore", ".git")
+    before = repo.snapshot(exclude=inputs)
+    process = repo.popen("train_base", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    fifo = repo.path / "src/signdigits/core/hold"
+    try:
+        wait_for_line(process.stderr, r"train_base epoch 1/40", timeout=90)  # its inputs are read
+        fifo.parent.mkdir(parents=True)
+        os.mkfifo(fifo)
+        deadline = time.monotonic() + 90
+        while len(repo.temporary_files()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.kill()
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    shutil.rmtree(repo.path / "src")
+    left = repo.temporary_files()
+    assert [re.sub(r"\.\d+-\w+\.tmp$", ".PID-RANDOM.tmp", name) for name in left] == [
+        "metrics/.train_base.json.PID-RANDOM.tmp",
+        "models/.train_base.pt.PID-RANDOM.tmp",
+        "plots/train_base/.history.csv.PID-RANDOM.tmp",
+    ]
+    assert repo.snapshot(exclude=(*inputs, *left)) == before  # every earlier output as it was
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo.path, capture_output=True, text=True
+    ).stdout
+    assert ".tmp" not in untracked and "metrics/train_base.json" in untracked  # `git add -A` leaves them out
+    assert all(workspace.DvcIgnore(repo.path / name).ignores(repo.path / name) for name in left)  # and DVC
+    repo.set_params({"train_base.epochs": 1})
+    repo.run("train_base", check=True)
     assert repo.temporary_files() == []
 
 

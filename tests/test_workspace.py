@@ -47,6 +47,20 @@ def test_a_queued_experiment_runs_its_own_code_not_the_workspace_s(pipeline_repo
     assert MARKER in (repo / "src/signdigits/reporting/report.py").read_text()  # the experiment's commit holds it
 
 
+def test_temporaries_a_killed_stage_leaves_change_no_hash_dvc_takes_and_no_git_status(pipeline_repo, tmp_path):
+    """models/ is a folder dep of evaluate, plots/ and metrics/ are in git: a killed write's leftovers move neither."""
+    repo = copy_repository(pipeline_repo, tmp_path / "repo")
+
+    def statuses() -> tuple[str, str]:
+        dvc = run(["dvc", "status"], cwd=repo).stdout
+        return dvc, run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo).stdout
+
+    before = statuses()
+    for name in ("models/.train_best.pt.999999-a1b2.tmp", "plots/train_base/.history.csv.999999-c3d4.tmp"):
+        (repo / name).write_bytes(b"half written")
+    assert statuses() == before
+
+
 def test_params_edited_while_a_stage_runs_under_dvc_repro_are_refused(pipeline_repo, tmp_path):
     """Edited mid-training, lr would be in dvc.lock beside a model trained with the old lr: the stage writes nothing."""
     repo = copy_repository(pipeline_repo, tmp_path / "repo")
