@@ -269,5 +269,19 @@ def read_arrays(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str,
 def require_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: file not found; run the stage that produces it (`dvc repro`)")
+        problem = why_missing(path)
+        problem = "file not found" if problem == "no such file" else problem
+        raise PipelineError(f"{path}: {problem}; run the stage that produces it (`dvc repro`)")
     return path
+
+
+def why_missing(path: str | os.PathLike) -> str:
+    """Why nothing is at path: a symlink loop, a symlink to nothing (a DVC cache object gone), or no such file."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop (following its links leads back to one of them)"
+        if os.path.islink(path):
+            return f"a symlink to {os.readlink(path)}, which does not exist"
+    return "no such file"
