@@ -142,6 +142,9 @@ def test_a_comment_or_another_stage_s_key_edited_while_a_stage_runs_is_no_change
 
     code, log = _edit_while_training(repo, edit)
     assert code == 0, "".join(log)
+    (warning,) = [line for line in log if line.startswith("warning: params.yaml changed")]
+    assert warning.startswith("warning: params.yaml changed while train_base ran, in what it does not read (lr); its ")
+    assert "`dvc exp run -S` was refused meanwhile" in warning  # the likely cause: DVC writes -S values first
     after = repo.snapshot()
     assert after["models/train_base.pt"] != before["models/train_base.pt"]  # 400 epochs, not the fixture's
     assert repo.temporary_files() == []

@@ -111,11 +111,21 @@ def _require_unchanged(stage: str, inputs) -> None:
     """
     changed = inputs.changed()
     if changed:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise PipelineError(
-            f"{shown} changed while {stage} ran, so its outputs were not written: dvc.lock would record inputs "
-            "they were not made from. Run it again (`dvc repro`) once nothing edits them"
+            f"{_listed(changed)} changed while {stage} ran, so its outputs were not written: dvc.lock would record "
+            "inputs they were not made from. Run it again (`dvc repro`) once nothing edits them"
         )
+    elsewhere = inputs.changed_elsewhere()
+    if elsewhere is not None:  # e.g. a `dvc exp run -S` refused meanwhile: DVC writes -S before it finds the lock
+        logging.getLogger(__name__).warning(
+            "warning: params.yaml changed while %s ran, in what it does not read (%s); its outputs are written. If a "
+            "`dvc exp run -S` was refused meanwhile (Unable to acquire lock), DVC had written its values there first, "
+            "and stages run next use them: `git diff params.yaml`", stage, _listed(elsewhere) or "comments or layout"
+        )  # fmt: skip
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def run_workspace_code(script: Path) -> None:

@@ -88,6 +88,17 @@ class StageInputs:
             return files
         return [*_changed_values(self.params_bytes, params_now, self.keys), *files]
 
+    def changed_elsewhere(self) -> list[str] | None:
+        """None if params.yaml holds the bytes `read` found; else the keys changed since, all of them (maybe none:
+        comments or layout only). For a stage whose own keys are unchanged, keys that other stages read."""
+        params_now = _read_or_none(paths.PARAMS)
+        if params_now == self.params_bytes:
+            return None
+        return [
+            name.removeprefix(f"{paths.PARAMS.as_posix()}:")
+            for name in _changed_values(self.params_bytes, params_now, None)
+        ]
+
 
 def _read_or_none(path: Path) -> bytes | None:
     try:
