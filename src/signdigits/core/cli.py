@@ -84,7 +84,7 @@ def run_stage(main: Callable[..., object]) -> None:
         started = time.perf_counter()
         stage = Path(sys.argv[0]).stem
         inputs = workspace.StageInputs.read(stage)  # its params' values and deps' hashes: what dvc.lock records
-        params = load_params(require=stage_requirements(stage))
+        params = load_params(require=stage_requirements(stage), data=inputs.params_bytes)  # the bytes compared
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
