@@ -288,16 +288,16 @@ def test_a_stage_killed_while_writing_leaves_only_ignored_temporaries_that_its_n
     among its deps, which the check before renaming opens (src/signdigits/core: a dep in dvc.yaml)."""
     shutil.copy2(ROOT / ".gitignore", repo.path / ".gitignore")
     subprocess.run(["git", "init", "--quiet"], cwd=repo.path, check=True)
-    repo.set_params({"train_base.epochs": 40})
+    repo.set_params({"train_base.epochs": 100})  # a second or more: the FIFO is in place before the end
     inputs = ("params.yaml", "data/raw", "stages", "dvc.yaml", ".gitignore", ".git")
     before = repo.snapshot(exclude=inputs)
     process = repo.popen("train_base", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     fifo = repo.path / "src/signdigits/core/hold"
     try:
-        wait_for_line(process.stderr, r"train_base epoch 1/40", timeout=90)  # its inputs are read
+        wait_for_line(process.stderr, r"train_base epoch 1/100", timeout=90)  # its inputs are read
         fifo.parent.mkdir(parents=True)
         os.mkfifo(fifo)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while len(repo.temporary_files()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         process.kill()
