@@ -170,7 +170,7 @@ class TinyRepo:
         return digests
 
     def temporary_files(self) -> list[str]:
-        """Leftovers of write_bytes_atomic: .<name>.<random>.tmp anywhere in the copy."""
+        """Leftovers of write_bytes_atomic: .<name>.<pid>-<random>.tmp anywhere in the copy."""
         return sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob(".*.tmp"))
 
 

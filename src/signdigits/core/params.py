@@ -206,13 +206,16 @@ FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))
 EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
 
 
-def load_params(path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_KEY) -> Params:
+def load_params(
+    path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_KEY, data: bytes | None = None
+) -> Params:
     """params.yaml read strictly, with the keys in `require` written in it (by default all of them).
 
     Keys not required may be missing (predict and review read one key each, maybe from a partial file);
-    they then hold the defaults above, which no consumer that did not require them reads.
+    they then hold the defaults above, which no consumer that did not require them reads. With `data`, the
+    file's bytes as already read (a stage: the same bytes it compares before writing, core.workspace).
     """
-    raw = read_yaml(path)
+    raw = read_yaml(path) if data is None else parse_yaml(data, str(path))
     require_keys(raw, require)
     return parse_params(raw)
 
@@ -435,8 +438,10 @@ def _coerce(key: str, value: Any, tp) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(items))
+        if not isinstance(value, (list, tuple)):  # not read as [value]: dvc.lock and `dvc params diff` state value
+            example = f", in brackets: [{shown(value)}]" if isinstance(value, (int, float, str)) else ""
+            raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: must be a list{example}")
+        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,8 +13,8 @@ from signdigits.core import paths
 from signdigits.core.data import load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
-from signdigits.core.limits import require_memory, training_bytes
-from signdigits.core.params import Runtime, TrainParams
+from signdigits.core.limits import conv_sides, require_memory, training_bytes
+from signdigits.core.params import Runtime, TrainParams, shown
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity, require_components_fit
 from signdigits.training.model import describe
@@ -50,6 +51,17 @@ def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
         )
 
 
+def require_conv_fits(key: str, channels: tuple[int, ...], image_size: int) -> None:
+    """Checked once the data is loaded, before training: each conv block halves the image, which must keep a pixel."""
+    if channels and conv_sides(image_size, len(channels))[-1] < 1:
+        most = image_size.bit_length() - 1
+        raise PipelineError(
+            f"params.yaml: {key} = {shown(channels)} is not allowed: {len(channels)} conv blocks halve the "
+            f"{image_size}x{image_size} images (prepare.image_size) to nothing; list at most {most}, "
+            "or raise prepare.image_size"
+        )
+
+
 def train_stage(
     name: str,
     cfg: TrainParams,
@@ -69,6 +81,7 @@ def train_stage(
     key = params_prefix(name)
     require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
     n_train, inputs = data.train.x.shape
+    require_conv_fits(f"{key}channels", channels, math.isqrt(inputs))
     what = "training it" if cfg.ensemble == 1 else f"training it ({cfg.ensemble} networks)"
     needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val), channels)
     size_key, size = (f"{key}channels", channels) if channels else (f"{key}hidden", cfg.hidden)
