@@ -52,6 +52,8 @@ CANDIDATES = {  # in the order tried; name: share of photos on backgrounds, shar
     "bg.5-0-1_e30": variant(0.5),  # backgrounds alone, no zoom
     "bg.3-.5-1.5_e30": variant(0.3, 0.5, 1.5),
     "bg.5-.5-1.8_e30": variant(0.5, 0.5, 1.8),
+    "bg.3-.5-1.5_e40": variant(0.3, 0.5, 1.5, epochs=40),
+    "bg.5-.5-1.5_e40": variant(0.5, 0.5, 1.5, epochs=40),
 }
 
 
@@ -85,16 +87,16 @@ def summary(folds: dict, names: list[str] | None = None) -> dict:
 
 
 def leave_one_source_out(rows: dict, baseline: str = "none_e30") -> dict:
-    """Per source left out, on the folds every candidate ran: among the candidates within CV_LOSS of the
-    baseline's CV accuracy there, the one right most often on the other three sources, and its figure on
-    the source left out (the held-out figure)."""
-    common = sorted(set.intersection(*(set(r["folds"]) for r in rows.values())))
-    if baseline not in rows or not common:
+    """Per source left out, on the folds the baseline ran (the screen): among the candidates that ran them
+    and are within CV_LOSS of the baseline's CV accuracy there, the one right most often on the other
+    three sources, and its figure on the source left out (the held-out figure)."""
+    if baseline not in rows:
         return {}
-    screened = {n: summary(r["folds"], common) for n, r in rows.items()}
+    folds = sorted(rows[baseline]["folds"])
+    screened = {n: summary(r["folds"], folds) for n, r in rows.items() if set(folds) <= set(r["folds"])}
     allowed = {n: r for n, r in screened.items() if r["pooled"] >= screened[baseline]["pooled"] - CV_LOSS}
     sources = [s for s in screened[baseline]["foreign"] if s != "all"]
-    chosen = {"folds": common}
+    chosen = {"folds": folds}
     for left_out in sources:
         others = [s for s in sources if s != left_out]
         best = max(allowed, key=lambda n: statistics.mean(allowed[n]["foreign"][s] for s in others))  # noqa: B023
