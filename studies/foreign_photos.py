@@ -10,15 +10,19 @@ on these photos; they are kept out of the repository (their README says why).
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from signdigits.core.kernels import pin_convolutions, pin_cpu_kernels
 
-import numpy as np
-from PIL import Image
+pin_cpu_kernels("portable")  # before numpy and torch are imported, as predict does
 
-from signdigits.core.data import decode_image
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from signdigits.core.data import decode_image  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,6 @@ def main() -> None:
     parser.add_argument("path", type=Path, help="an npz of photos (images, labels, source)")
     parser.add_argument("--model", type=Path, default=Path("models/train_cnn.pt"))
     args = parser.parse_args()
-    from signdigits.core.kernels import pin_convolutions, pin_cpu_kernels
-
-    pin_cpu_kernels("portable")
     pin_convolutions("portable")
     from signdigits.training.model_file import load_model
 
