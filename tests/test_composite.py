@@ -20,11 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def light_wall_photos(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 photos like the dataset's: a light wall darker towards the corners, a darker hand (a block
+    """uint8 photos like the dataset's: a light wall much darker towards the corners, a darker hand (a block
     at a random place, some texture on it); and each photo's hand as a boolean mask."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE] - (SIZE - 1) / 2
-    wall = 235 - 60 * (yy**2 + xx**2) / (2 * ((SIZE - 1) / 2) ** 2)  # 235 in the centre, 175 in the corners
+    wall = 235 - 95 * (yy**2 + xx**2) / (2 * ((SIZE - 1) / 2) ** 2)  # 235 in the centre, 140 in the corners
     photos, hands = [], []
     for _ in range(n):
         top, left = rng.integers(2, SIZE // 2, size=2)
