@@ -198,16 +198,14 @@ def compare_familiarity(old: Revision, new: Revision, changes: list[ModelChange]
     return rows, findings
 
 
-def predict_choice(revision: Revision, changes: list[ModelChange], at_head: bool) -> Choice | None:
+def predict_choice(revision: Revision, models: list[str]) -> Choice | None:
     """The model predict answers with by default at this revision (predict.best_choice over the models with a
     familiarity check, by the kept model's validation accuracy), or None when no model has a check."""
     candidates = []
-    for change in changes:
-        if (change.new if at_head else change.old) is None or revision.familiarity(change.model) is None:
-            continue
-        record = revision.record(change.model)
+    for model in models:
+        record = revision.record(model) if revision.familiarity(model) is not None else None
         if record is not None:
-            candidates.append(Choice(paths.model_path(change.model), change.model, record["val_accuracy"]))
+            candidates.append(Choice(paths.model_path(model), model, record["val_accuracy"]))
     return best_choice(candidates) if candidates else None
 
 
@@ -222,7 +220,8 @@ class PredictChange:
 def compare_predict(old: Revision, new: Revision, changes: list[ModelChange], gate: ReviewParams) -> PredictChange:
     """predict's default model at both revisions; a change of model is judged by the gate's first rule, the base's
     model at the base against the head's model at the head, on the same test photos."""
-    result = PredictChange(predict_choice(old, changes, False), predict_choice(new, changes, True))
+    at_base, at_head = [c.model for c in changes if c.old is not None], [c.model for c in changes if c.new is not None]
+    result = PredictChange(predict_choice(old, at_base), predict_choice(new, at_head))
     if result.old is None:
         return result
     if result.new is None:
