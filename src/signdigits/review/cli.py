@@ -27,7 +27,7 @@ def build_review(base: str, full: bool = False, accept: list[str] = ()) -> tuple
     gate = old.thresholds()
     edits, loosens = threshold_changes(gate, new.thresholds())
     j = judge_all(old, new, gate, list(accept))
-    lines = [f"## signdigits review against `{base}`\n", render.verdict_line(j, gate, edits, loosens)]
+    lines = [f"## signdigits review against `{base}`\n", render.verdict_line(base, j, gate, edits, loosens)]
     if j.split:
         t = j.split.test
         lines.append(

@@ -174,6 +174,7 @@ def compare_familiarity(old: Revision, new: Revision, changes: list[ModelChange]
             continue
         if after is None and change.new is not None:
             findings.append(Finding(change.model, "lost its familiarity check", "familiarity"))
+        lost = []
         for shift in dict.fromkeys(
             [*(before.index if before is not None else []), *(after.index if after is not None else [])]
         ):
@@ -184,17 +185,14 @@ def compare_familiarity(old: Revision, new: Revision, changes: list[ModelChange]
             if shift == "clean" or share_old is None or after is None:
                 continue
             if share_new is None:
-                findings.append(Finding(change.model, f"no longer measures the {shift} photos", "familiarity"))
+                lost.append(f"{shift} no longer measured")
             elif share_old - share_new > gate.max_flag_drop + EPSILON:
-                findings.append(
-                    Finding(
-                        change.model,
-                        f"familiarity check flags {pct(share_new, 1)} of the {shift} photos, was {pct(share_old, 1)} "
-                        f"({pt(share_new - share_old, sign=True)}, more than review.max_flag_drop = "
-                        f"{pt(gate.max_flag_drop)})",
-                        "familiarity",
-                    )
-                )
+                lost.append(f"{shift} {pct(share_old, 1)} -> {pct(share_new, 1)}")
+        if lost:
+            limit = f"more than review.max_flag_drop = {pt(gate.max_flag_drop)}"
+            findings.append(
+                Finding(change.model, f"familiarity check flags less ({limit}): {', '.join(lost)}", "familiarity")
+            )
     return rows, findings
 
 

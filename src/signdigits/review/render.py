@@ -33,16 +33,20 @@ def diff_table(diff: dict) -> str:
     return markdown_table(["File", "Key", "Old", "New", "Change"], rows) if rows else "No changes.\n"
 
 
-def verdict_line(j: Judgement, gate: ReviewParams, edits: list[str], loosens: bool) -> str:
+def verdict_line(base: str, j: Judgement, gate: ReviewParams, edits: list[str], loosens: bool) -> str:
     failures, evidence = j.failures, j.needs_evidence
     if failures:
-        line = "**FAILS**: " + "; ".join(f"{f.subject} {f.reason}" + _accept_hint(f.accept) for f in failures) + "."
+        line = "**FAILS**: " + "; ".join(f"{f.subject} {f.reason}" for f in failures) + "."
+        labels = list(dict.fromkeys(f"`{ACCEPT_LABEL.format(f.accept)}`" for f in failures if f.accept))
+        if labels:
+            line += f" A maintainer may accept {'it' if len(failures) == 1 else 'what a label names'} on purpose"
+            line += f" with the pull-request label {', '.join(labels)}."
     elif evidence:
         line = (
             "**Needs more evidence**: "
             + "; ".join(f"{c.model} dropped {100 * -c.change:.2f} pt, p = {c.test['p_value']:.2g}" for c in evidence)
             + f": more than {pt(gate.max_drop)}, but McNemar's test cannot tell it from noise at p < {gate.alpha:g}. "
-            "The seeds settle it: `python -m signdigits.review --base BASE --evidence` (docs/review.md)."
+            f"The seeds settle it: `python -m signdigits.review --base {base} --evidence` (docs/review.md)."
         )
     else:
         kept = [c for c in j.models if c.model == paths.FINAL_MODEL and c.new is not None]
@@ -59,10 +63,6 @@ def verdict_line(j: Judgement, gate: ReviewParams, edits: list[str], loosens: bo
     if loosens:
         line += f" **This change loosens the gate** ({', '.join(edits)}); the base's gate was applied."
     return line + "\n"
-
-
-def _accept_hint(name: str | None) -> str:
-    return f" (a maintainer may accept it: label `{ACCEPT_LABEL.format(name)}`)" if name else ""
 
 
 def headline_table(changes: list[ModelChange]) -> str:
@@ -275,11 +275,10 @@ def model_section(old: Revision, new: Revision, c: ModelChange, gate: ReviewPara
 
 def sections(old: Revision, new: Revision, j: Judgement, gate: ReviewParams, full: bool) -> list[str]:
     """The final model's section, then one for every other model that fails or needs more evidence."""
-    failing = {f.subject for f in j.failures}
     lines = []
     for c in j.models:
         if c.old is None or c.new is None:
             continue
-        if c.model == paths.FINAL_MODEL or c.model in failing or c.needs_evidence:
+        if c.model == paths.FINAL_MODEL or c.failure or c.needs_evidence:
             lines += model_section(old, new, c, gate, full)
     return lines
