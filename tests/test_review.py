@@ -596,18 +596,27 @@ def test_the_confusion_change_is_new_minus_old():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("change", ["params", "code"])
+@pytest.mark.parametrize("change", ["params", "code", "output"])
 def test_stale_results_are_refused(work, change):
+    """Issue 35 item 1: outputs edited by hand (`dvc status`: modified) are refused like changed inputs."""
+    predictions = "plots/evaluate/predictions_train_best.csv"
     if change == "params":
         work.set_params({"epochs": 3})
-    else:
+    elif change == "code":
         with open(work.path / "stages/train_best.py", "a") as script:
             script.write("# changed\n")
+    else:
+        with open(work.path / predictions, "a") as table:
+            table.write("0/EXTRA.JPG,0,0,0.9\n")
     done = review(work.path)
     assert done.returncode == 2 and not done.stdout
-    assert done.stderr.startswith("error: the results are stale") and "run `dvc repro`" in done.stderr
-    expected = "params.yaml: epochs" if change == "params" else "stages/train_best.py"
-    assert f"train_best: {expected}" in done.stderr and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: the results are not what dvc.lock records") and "run `dvc repro`" in (
+        done.stderr
+    )
+    expected = {"params": "train_best: params.yaml: epochs", "code": "train_best: stages/train_best.py"}.get(
+        change, f"evaluate: output {predictions} modified"
+    )
+    assert expected in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.integration

@@ -7,11 +7,11 @@ import os
 import traceback
 from pathlib import Path
 
+import signdigits.review.render as render
 from signdigits.core import paths
 from signdigits.core.cli import run_command
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import write_text_atomic
-from signdigits.review import render
 from signdigits.review.gather import Revision, chdir_to_root, dvc_diff, stale_stages
 from signdigits.review.judge import ACCEPTABLE, judge_all, threshold_changes
 
