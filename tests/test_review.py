@@ -521,6 +521,15 @@ def test_every_confusion_chart_puts_actual_on_rows_as_the_pngs_do():
     assert confusions and all(c["x"] == "predicted" and list(c["y"].values()) == ["actual"] for c in confusions)
 
 
+def test_the_final_models_charts_come_first():
+    from signdigits.review.plots import final_first
+
+    ids = ["confusion_train_base", "plots/train_best/history.csv", "test_accuracy", "confusion_train_best"]
+    assert sorted(((i, None) for i in ids), key=final_first)[:2] == [
+        ("confusion_train_best", None), ("plots/train_best/history.csv", None)
+    ]  # fmt: skip
+
+
 def test_the_pngs_draw_the_base_before_the_head():
     from signdigits.review.plots import base_first
 

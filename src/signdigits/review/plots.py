@@ -33,10 +33,16 @@ def base_first(spec: dict, base: str) -> dict:
     return {**spec, "data": {**spec["data"], "values": ordered}} if values else spec
 
 
+def final_first(item: tuple[str, object]) -> tuple[bool, str]:
+    """Charts in id order, the final model's first (its learning curves, declared beside its stage, come last in
+    `dvc plots diff`)."""
+    return paths.FINAL_MODEL not in item[0], item[0]
+
+
 def write_plots(base: str, out_dir: Path) -> list[Path]:
     """`dvc plots diff` of base and the workspace as out_dir/index.html, a PNG of each chart whose data changed
     (named after its id in dvc.yaml, / as _: test_accuracy.png, plots_train_best_history.csv.png), and the
-    final model's confusion change (new minus old).
+    final model's confusion change (new minus old). The final model's charts come first.
     """
     try:
         import vl_convert
@@ -46,7 +52,7 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
     run_text(["dvc", "plots", "diff", base, "--out", str(out_dir)])
     shown = json.loads(run_text(["dvc", "plots", "diff", base, "--json", "--out", str(out_dir / "static")]))
     written = []
-    for plot_id, charts in sorted(shown.get("data", {}).items()):
+    for plot_id, charts in sorted(shown.get("data", {}).items(), key=final_first):
         for chart in charts:
             if chart.get("type") != "vega":
                 continue
@@ -60,7 +66,7 @@ def write_plots(base: str, out_dir: Path) -> list[Path]:
         change = confusion_change(old.predictions(paths.FINAL_MODEL), new.predictions(paths.FINAL_MODEL))
         if change is not None:
             name, png = figures.confusion_change(paths.FINAL_MODEL, *change)
-            written.append(write_bytes_atomic(out_dir / name, png))
+            written.insert(0, write_bytes_atomic(out_dir / name, png))
     return written
 
 
