@@ -656,3 +656,21 @@ def test_an_unwritable_out_or_plots_exits_2_in_one_line(repo, option):
     assert errors == [f"error: {Path('taken')}: cannot write: a part of this path is a file, not a folder; "
                       "remove or rename that file"], done.stderr  # fmt: skip
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_evidence_trains_seeds_0_to_4_at_both_revisions_and_exits_0_or_1(work):
+    """The settlement of "needs more evidence", end to end on the tiny pipeline: each revision's own pipeline in a
+    worktree, five seeds each, the means compared; the worktrees are gone afterwards."""
+    work.set_params({"epochs": 3})
+    run(["dvc", "repro"], cwd=work.path, timeout=600)
+    git_commit(work.path, "three epochs")
+    done = run(
+        [sys.executable, "-m", "signdigits.review", "--base=HEAD~1", "--evidence"], work.path, False, timeout=3000
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert done.stdout.startswith("## signdigits evidence against `HEAD~1`: seeds 0-4 at both revisions")
+    assert re.search(r"^\| train_best \| `HEAD` \| (\d+\.\d%( |\b)){5}", done.stdout, flags=re.M), done.stdout
+    assert [line for line in done.stderr.splitlines() if " seed " in line][-1].startswith("HEAD: seed 4 in ")
+    assert run(["git", "worktree", "list"], cwd=work.path).stdout.count("\n") == 1

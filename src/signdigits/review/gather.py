@@ -140,14 +140,15 @@ class Revision:
         return run_bytes(["git", "show", f"{self.base}:{path.as_posix()}"])
 
     def lock_md5s(self) -> dict[str, str]:
-        """{output path: md5} of every file output in this revision's dvc.lock (none when it has no lock)."""
+        """{output path: md5} of every file output in this revision's dvc.lock (none when it has no lock); only
+        DVC 3's plain md5 of the bytes (`hash: md5`), not DVC 2's of text with its line ends normalised."""
         if self._lock is None:
             self._lock = {}
             if self.exists(Path("dvc.lock")):
                 lock = yaml.safe_load(self.raw(Path("dvc.lock"))) or {}
                 for stage in (lock.get("stages") or {}).values():
                     for out in stage.get("outs", []):
-                        if out.get("md5") and not out["md5"].endswith(".dir"):
+                        if out.get("hash") == "md5" and out.get("md5") and not out["md5"].endswith(".dir"):
                             self._lock[out["path"]] = out["md5"]
         return self._lock
 
