@@ -503,6 +503,23 @@ def test_no_dvc_anywhere_is_one_line_exit_2(repo, tmp_path, monkeypatch, capsys)
     assert "source .venv/bin/activate" in err
 
 
+def test_a_crash_of_the_review_is_exit_2_never_the_gates_1(tmp_path, monkeypatch, capsys):
+    """Issue 35 item 5: a crash exited 1, which CI reads as "the gate failed"."""
+    from signdigits.review import cli
+
+    def crash(*args, **kwargs):
+        raise ValueError("a bug")
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "build_review", crash)
+    assert cli.main(["--base", "HEAD"]) == 2
+    err = capsys.readouterr().err
+    assert "ValueError: a bug" in err and err.endswith(
+        "error: the review crashed (the traceback above); this is a bug of the review\n"
+    )
+
+
 def test_the_comment_draws_each_models_accuracy_base_first_on_a_zoomed_axis(repo):
     """Issue 36 item 7: no chart was visible in the comment; the panels put the pull request before the base; a
     0.1-1.0 axis hid a 1.6 pt gap. Text bars (GitHub draws them, no image host), before above after."""

@@ -140,8 +140,8 @@ def compare_models(old: Revision, new: Revision, gate: ReviewParams) -> list[Mod
 
 
 def split_changed(old: Revision, new: Revision, changes: list[ModelChange]) -> ModelChange | None:
-    """The model that shows the split changed, if it did: the final model's (or, without one at both revisions,
-    any 10-digit model's) test photos differ, or metrics/split.json does. A model whose own settings choose its
+    """The model that shows the split changed, if it did: the final model's test photos differ, or
+    metrics/split.json does (then the first model whose photos differ). A model whose own settings choose its
     test photos (train_binary.digits) changes only its own test part: that is not a split change."""
     records = old.split_record(), new.split_record()
     record_differs = None not in records and records[0] != records[1]
