@@ -254,7 +254,7 @@ def test_a_split_change_fails_unless_accepted_and_is_judged_on_the_shared_photos
     done = review(repo)
     assert done.returncode == 1, done.stderr
     assert "split the split changed: 90 of 110 test photos shared (train_best)" in done.stdout
-    assert "label `review: accept split-change`" in done.stdout
+    assert "with the pull-request label: `review: accept split-change` (split)." in done.stdout
     assert "**Test parts differ: 90 of 110 photos shared**" in done.stdout
     row = headline_row(done.stdout, "train_best")
     assert row[4] == "**-16.67 pt on the 90 shared**"  # 85 of the 90 right before, 70 after
@@ -345,7 +345,8 @@ def test_a_familiarity_check_that_flags_a_shifted_set_less_fails_unless_accepted
     assert done.returncode == 1, done.stderr
     assert (
         "**FAILS**: train_best familiarity check flags less (more than review.max_flag_drop = 5 pt): blurred "
-        "99.0% -> 9.4%. A maintainer may accept it on purpose with the pull-request label `review: accept familiarity`."
+        "99.0% -> 9.4%. A maintainer can accept on purpose, with the pull-request label: `review: accept familiarity` "
+        "(train_best)."
     ) in done.stdout  # rotated_90, -3.7 pt, is within the threshold
     assert "| blurred | **99.0% -> 9.4%** |" in done.stdout
     assert "| clean test photos | 3.0% -> 0.3% |" in done.stdout
@@ -368,7 +369,10 @@ def test_a_familiarity_check_or_shift_that_disappears_fails(repo, gone):
     done = review(repo)
     assert done.returncode == 1, done.stdout + done.stderr
     expected = "lost its familiarity check" if gone == "check" else "familiarity check flags less (more than "
-    assert f"**FAILS**: train_best {expected}" in done.stdout and "label `review: accept familiarity`" in done.stdout
+    assert (
+        f"**FAILS**: train_best {expected}" in done.stdout
+        and "label: `review: accept familiarity` (train_best)" in done.stdout
+    )
     assert gone == "check" or "5 pt): blurred no longer measured." in done.stdout
 
 
@@ -429,7 +433,7 @@ def test_removing_or_renaming_the_final_model_fails_unless_accepted(repo, how):
     done = review(repo)
     assert done.returncode == 1, done.stderr
     assert "**FAILS**: train_best removed (the base scored it, the head does not)" in done.stdout
-    assert "label `review: accept removed-model`" in done.stdout and "stays above" not in done.stdout
+    assert "label: `review: accept removed-model` (train_best)" in done.stdout and "stays above" not in done.stdout
     assert headline_row(done.stdout, "train_best")[6] == "**removed**"
     accepted = review(repo, "--accept", "removed-model")
     assert accepted.returncode == 0, accepted.stdout

@@ -37,10 +37,16 @@ def verdict_line(base: str, j: Judgement, gate: ReviewParams, edits: list[str], 
     failures, evidence = j.failures, j.needs_evidence
     if failures:
         line = "**FAILS**: " + "; ".join(f"{f.subject} {f.reason}" for f in failures) + "."
-        labels = list(dict.fromkeys(f"`{ACCEPT_LABEL.format(f.accept)}`" for f in failures if f.accept))
+        labels: dict[str, list[str]] = {}
+        for f in failures:
+            if f.accept:
+                labels.setdefault(f.accept, []).append(f.subject)
         if labels:
-            line += f" A maintainer may accept {'it' if len(failures) == 1 else 'what a label names'} on purpose"
-            line += f" with the pull-request label {', '.join(labels)}."
+            line += " A maintainer can accept on purpose, with the pull-request label: " + ", ".join(
+                f"`{ACCEPT_LABEL.format(name)}` ({', '.join(dict.fromkeys(subjects))})"
+                for name, subjects in labels.items()
+            )
+            line += "."
     elif evidence:
         line = (
             "**Needs more evidence**: "
