@@ -95,14 +95,20 @@ def find_model(stage: str | None = None) -> Choice:
             continue
         stages = [paths.FINAL_MODEL, *(n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL)]
         candidates = _checked_models(root, stages, tried)
-        if candidates:  # by validation accuracy; ties go to the final model
-            return max(candidates, key=lambda c: (c.val_accuracy, c.stage == paths.FINAL_MODEL))
+        if candidates:
+            return best_choice(candidates)
     where = ", ".join(map(str, tried)) if tried else "nothing (no dvc.yaml above the current folder)"
     which = stage or paths.FINAL_MODEL
     raise PipelineError(
         f"no model found; tried {where}. Run `dvc pull {which}` or `dvc repro {which}` in the "
         "repository, or pass --model PATH"
     )
+
+
+def best_choice(candidates: list[Choice]) -> Choice:
+    """predict's rule among checked 10-digit models: the highest validation accuracy; ties go to the final model.
+    (The review applies it to each revision's models to show and gate the model predict answers with.)"""
+    return max(candidates, key=lambda c: (c.val_accuracy, c.stage == paths.FINAL_MODEL))
 
 
 def _checked_models(root: Path, stages, tried: list[Path]) -> list[Choice]:

@@ -194,11 +194,13 @@ class ReviewParams:
     """The review's gate (signdigits.review), always read from the base revision's params.yaml.
 
     A model fails when its test accuracy drops by more than `max_drop` (a fraction: 0.01 is 1 point)
-    and McNemar's exact test on the same photos says p < `alpha`. docs/review.md says why these defaults.
+    and McNemar's exact test on the same photos says p < `alpha`; a familiarity check fails when the share of
+    a shifted set's photos it flags drops by more than `max_flag_drop`. docs/review.md says why these defaults.
     """
 
     max_drop: float = _opt(0.01, ge=0.0, le=1.0)
     alpha: float = _opt(0.05, gt=0.0, lt=1.0)
+    max_flag_drop: float = _opt(0.05, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
