@@ -170,7 +170,7 @@ class TinyRepo:
         return digests
 
     def temporary_files(self) -> list[str]:
-        """Leftovers of write_bytes_atomic: .<name>.<random>.tmp anywhere in the copy."""
+        """Leftovers of write_bytes_atomic: .<name>.<pid>-<random>.tmp anywhere in the copy."""
         return sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob(".*.tmp"))
 
 
@@ -270,3 +270,14 @@ def assert_fails_cleanly(repo, stage: str, *expected: str, timeout: float = 120)
     assert repo.snapshot() == before, "an earlier output changed"
     assert repo.temporary_files() == []
     return message
+
+
+def load_script(path: Path):
+    """A CI script without the .py suffix (.ci/changes, .ci/review), imported as a module to test its functions."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader(path.name.replace("-", "_"), str(path))
+    module = module_from_spec(spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_fails_cleanly, stage_env
+from helpers import ROOT, assert_fails_cleanly, stage_env
 
-from signdigits.core import files
+from signdigits.core import files, workspace
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, write_bytes_atomic
 from signdigits.training.stage import require_batch_fits
@@ -106,6 +106,43 @@ def test_familiarity_components_beyond_the_data_stop_before_training(repo):
     repo.set_params({"familiarity.components": 2000})
     message = assert_fails_cleanly(repo, "train_best", "familiarity.components = 2000 is not allowed: must be below")
     assert "epoch" not in message
+
+
+def test_conv_blocks_that_shrink_the_image_to_nothing_stop_before_training(repo):
+    """16x16 photos: four 2x2 poolings leave 1 pixel, a fifth none (torch would fail inside its first batch)."""
+    repo.set_params({"train_cnn.channels": [4, 4, 4, 4, 5]})
+    message = assert_fails_cleanly(
+        repo, "train_cnn", "train_cnn.channels = [4, 4, 4, 4, 5] is not allowed: 5 conv blocks halve the 16x16"
+    )
+    assert "list at most 4, or raise prepare.image_size" in message and "epoch" not in message
+    repo.set_params({"train_cnn.channels": [4, 4, 4, 5], "train_cnn.epochs": 1})
+    repo.run("train_cnn", check=True)  # four blocks fit
+
+
+# --- inputs changed while a stage runs (the end-to-end runs: test_workspace.py) -------------------
+
+
+def test_stage_inputs_change_only_with_what_dvc_lock_records(tmp_path, monkeypatch):
+    """The stage's keys' values (a dotted key alone: familiarity.components, not its section) and its deps' files."""
+    monkeypatch.chdir(tmp_path)
+    Path("dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [d]\n    params: [a, familiarity.components]\n")
+    Path("d").mkdir()
+    Path("d/f.py").write_text("x = 1\n")
+    Path("params.yaml").write_text("a: {lr: 0.001, h: [1, 2]}\nfamiliarity: {components: 60, percentile: 97.5}\nb: 1\n")
+    inputs = workspace.StageInputs.read("s")
+    Path("params.yaml").write_text(
+        "# note\na: {h: [1, 2], lr: 1e-3}  # reordered\nfamiliarity: {components: 60, percentile: 99}\n"
+    )
+    assert inputs.changed() == []  # a comment, order, 1e-3 for 0.001 (YAML 1.2, as DVC reads it), keys of others
+    Path("params.yaml").write_text("a: {lr: 0.002, h: [1]}\nfamiliarity: {percentile: 97.5}\n")
+    Path("d/f.py").write_text("x = 2\n")
+    Path(".dvcignore").write_text(".*\n")
+    Path("d/.hidden").write_text("DVC leaves it out\n")
+    assert inputs.changed() == [
+        "params.yaml:a.h", "params.yaml:a.lr", "params.yaml:familiarity.components", "d/f.py"
+    ]  # fmt: skip
+    Path("params.yaml").write_text("a: [unclosed\n")
+    assert inputs.changed()[0] == "params.yaml"
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -243,6 +280,47 @@ def test_killed_training_leaves_earlier_outputs(repo, signum):
     else:
         assert code == -signal.SIGKILL
     assert repo.snapshot() == before
+    assert repo.temporary_files() == []
+
+
+def test_a_stage_killed_while_writing_leaves_only_ignored_temporaries_that_its_next_run_removes(repo):
+    """SIGKILL with every output written under its temporary name, none renamed yet: held there by a FIFO
+    among its deps, which the check before renaming opens (src/signdigits/core: a dep in dvc.yaml)."""
+    shutil.copy2(ROOT / ".gitignore", repo.path / ".gitignore")
+    subprocess.run(["git", "init", "--quiet"], cwd=repo.path, check=True)
+    repo.set_params({"train_base.epochs": 100})  # a second or more: the FIFO is in place before the end
+    inputs = ("params.yaml", "data/raw", "stages", "dvc.yaml", ".gitignore", ".git")
+    before = repo.snapshot(exclude=inputs)
+    process = repo.popen("train_base", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    fifo = repo.path / "src/signdigits/core/hold"
+    try:
+        wait_for_line(process.stderr, r"train_base epoch 1/100", timeout=90)  # its inputs are read
+        fifo.parent.mkdir(parents=True)
+        os.mkfifo(fifo)
+        deadline = time.monotonic() + 180
+        while len(repo.temporary_files()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.kill()
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    shutil.rmtree(repo.path / "src")
+    left = repo.temporary_files()
+    assert [re.sub(r"\.\d+-\w+\.tmp$", ".PID-RANDOM.tmp", name) for name in left] == [
+        "metrics/.train_base.json.PID-RANDOM.tmp",
+        "models/.train_base.pt.PID-RANDOM.tmp",
+        "plots/train_base/.history.csv.PID-RANDOM.tmp",
+    ]
+    assert repo.snapshot(exclude=(*inputs, *left)) == before  # every earlier output as it was
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo.path, capture_output=True, text=True
+    ).stdout
+    assert ".tmp" not in untracked and "metrics/train_base.json" in untracked  # `git add -A` leaves them out
+    assert all(workspace.DvcIgnore(repo.path / name).ignores(repo.path / name) for name in left)  # and DVC
+    repo.set_params({"train_base.epochs": 1})
+    repo.run("train_base", check=True)
     assert repo.temporary_files() == []
 
 

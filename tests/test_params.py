@@ -106,6 +106,10 @@ ERRORS = {
     "unknown key in exp2": ({"exp2.lrs": [0.1]}, ["unknown key exp2.lrs", "lr", "jobs"]),
     "unknown key in augment": ({"augment.flip": 1}, ["unknown key augment.flip", "shift", "rotate", "scale"]),
     "unknown key in runtime": ({"runtime.gpu": True}, ["unknown key runtime.gpu", "device", "threads"]),
+    "unknown key in composite": (
+        {"train_cnn.composite.zoom": 2},
+        ["unknown key train_cnn.composite.zoom", "share", "zoom_out", "zoom_share"],
+    ),
     # wrong types
     "int given a word": ({"epochs": "ten"}, ["epochs = 'ten'", "must be an integer"]),
     "int given a float": ({"train_base.batch_size": 32.5}, ["train_base.batch_size = 32.5", "must be an integer"]),
@@ -129,6 +133,11 @@ ERRORS = {
     "hidden width 0": ({"train_exp1.hidden": [256, 0]}, ["train_exp1.hidden = [256, 0]", "must be >= 1"]),
     "threads 0": ({"runtime.threads": 0}, ["runtime.threads = 0", "must be >= 1"]),
     "augment rotate": ({"augment.rotate": 270}, ["augment.rotate = 270.0", "must be <= 180"]),
+    "composite share": ({"train_cnn.composite.share": 1.5}, ["train_cnn.composite.share = 1.5", "must be <= 1"]),
+    "composite zoom_out": (
+        {"train_cnn.composite.zoom_out": 0.5},
+        ["train_cnn.composite.zoom_out = 0.5", "must be >= 1"],
+    ),
     "split fraction 0": ({"split.val": 0.0}, ["split.val = 0.0", "must be > 0"]),
     "negative seed": ({"split.seed": -1}, ["split.seed = -1", "must be >= 0"]),
     "bootstrap too few": ({"evaluate.bootstrap": 5}, ["evaluate.bootstrap = 5", "must be >= 10"]),
@@ -188,15 +197,40 @@ def test_error_names_key_value_and_what_is_allowed(changes, expected):
         {"split.train": 0.8, "split.val": 0.1, "split.test": 0.1},
         {"split.train": 0.7, "split.val": 0.2, "split.test": 0.1},  # 0.7 + 0.2 + 0.1 != 1.0 in floats
         {"lr": 10},
-        {"hidden": 64},  # a single width may be written without brackets
+        {"hidden": [64]},
     ],
 )
 def test_boundary_values_are_accepted(changes):
     parse_params(with_changes(changes))
 
 
-def test_single_width_becomes_a_tuple():
-    assert parse_params(with_changes({"hidden": 64})).final.hidden == (64,)
+def _list_keys(mapping: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of the real params.yaml whose values are lists (widths, channels, digits, the grid)."""
+    keys = []
+    for name, value in mapping.items():
+        if isinstance(value, dict):
+            keys += _list_keys(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+LIST_KEYS = _list_keys(REAL)
+
+
+def test_every_list_key_is_found():
+    assert {"hidden", "train_cnn.channels", "train_binary.digits", "exp2.lr", "exp2.optimizer"} <= set(LIST_KEYS)
+
+
+@pytest.mark.parametrize("key", LIST_KEYS)
+def test_a_list_written_as_one_value_is_refused(key):
+    """`channels: 16` is not read as [16]: dvc.lock, `dvc params diff` and `dvc exp show` would state 16."""
+    listed = with_changes({})
+    for part in key.split(".")[:-1]:
+        listed = listed[part]
+    value = (listed[key.split(".")[-1]] or [8])[0]
+    message = error_of({key: value})
+    assert message == f"params.yaml: {key} = {value!r} is not allowed: must be a list, in brackets: [{value!r}]"
 
 
 def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):

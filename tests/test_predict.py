@@ -117,7 +117,35 @@ def test_predict_answers_with_the_checked_model_most_accurate_on_validation(phot
     code, out, _ = run_predict(capsys, "photos/a_familiar.png", "--json", "--model", "train_best")  # a stage name
     assert json.loads(out)["model"] == str((photo_repo / paths.model_path("train_best")).resolve())
     code, _, err = run_predict(capsys, "photos/a_familiar.png", "--model", "train_exp1")
-    assert code == predict.EXIT_ERROR and "dvc repro train_exp1" in err  # no checked train_exp1 model
+    assert code == predict.EXIT_ERROR  # the file is there: not "no model found ... dvc pull", but what it lacks
+    assert (
+        err == f"error: {exp1_file}: this model has no familiarity check; use train_best or train_cnn (--model STAGE)\n"
+    )
+    monkeypatch.setattr(predict, "repository_roots", lambda: [photo_repo])  # not this checkout's models too
+    code, _, err = run_predict(capsys, "photos/a_familiar.png", "--model", "train_binary")  # no such file
+    assert code == predict.EXIT_ERROR and "no model found" in err and "`dvc pull train_binary`" in err
+
+
+def test_a_symlinked_dvc_cache_keeps_the_repository_s_params_and_model_path(photo_repo, capsys, monkeypatch):
+    """`cache.type symlink` with the cache elsewhere (here inside another repository, with other params):
+    the percentile is the model's repository's (90), and the model is named by its path there."""
+    other = photo_repo.parent / "shared"
+    cache_object = other / ".dvc/cache/files/md5/3f/a1b2c3d4"
+    cache_object.parent.mkdir(parents=True)
+    (other / "dvc.yaml").write_text("stages: {}\n")
+    (other / "params.yaml").write_text("familiarity: {percentile: 70}\n")
+    model = photo_repo / paths.model_path("train_best")
+    model.rename(cache_object)
+    model.symlink_to(cache_object)
+    monkeypatch.chdir(photo_repo)
+    for model_argument in ([], ["--model", "train_best"], ["--model", "models/train_best.pt"]):
+        code, out, _ = run_predict(capsys, "photos/a_familiar.png", "--json", *model_argument)
+        document = json.loads(out)
+        assert (document["model"], document["percentile"]) == (str(model), 90.0), model_argument
+    monkeypatch.chdir(photo_repo.parent)  # a link outside any repository to the repository's link: followed once
+    (photo_repo.parent / "mine.pt").symlink_to(model)
+    code, out, _ = run_predict(capsys, photo_repo / "photos/a_familiar.png", "--json", "--model", "mine.pt")
+    assert (json.loads(out)["model"], json.loads(out)["percentile"]) == (str(photo_repo.parent / "mine.pt"), 90.0)
 
 
 def test_predict_without_a_model_names_the_paths_tried(tmp_path, capsys, monkeypatch):
@@ -334,6 +362,19 @@ def test_every_input_missing_exits_2_as_the_readme_says(photo_repo, capsys):
     assert f"error: {photo_repo / 'missing.jpg'}: no such file" in err
     code, out, _ = run_predict(capsys, photo_repo / "missing.jpg", "--json")
     assert code == json.loads(out)["exit_code"] == predict.EXIT_ERROR
+
+
+def test_a_symlink_loop_or_a_link_to_nothing_is_named_as_such(photo_repo, capsys):
+    """Not "no such file": the path is there, as a link that leads nowhere (a loop, or a cache object not pulled)."""
+    loop, dangling = photo_repo / "loop.jpg", photo_repo / "dangling.jpg"
+    loop.symlink_to(loop)
+    dangling.symlink_to(photo_repo / "gone.jpg")
+    code, _, err = run_predict(capsys, loop, dangling, photo_repo / "photos/a_familiar.png")
+    assert code == predict.EXIT_UNREADABLE
+    assert f"error: {loop}: a symlink loop (following its links leads back to one of them)\n" in err
+    assert f"error: {dangling}: a symlink to {photo_repo / 'gone.jpg'}, which does not exist\n" in err
+    code, _, err = run_predict(capsys, photo_repo / "photos", "--model", loop)
+    assert code == predict.EXIT_ERROR and err.startswith(f"error: {loop}: a symlink loop")
 
 
 def test_json_failures_are_a_json_error_object(photo_repo, capsys, tmp_path):

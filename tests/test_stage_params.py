@@ -109,7 +109,7 @@ def test_every_trained_model_is_a_stage_that_evaluate_depends_on():
 
 def test_every_section_of_params_yaml_is_read_by_some_stage_or_command():
     read = {r[0] for stage in DVC_STAGES for r in params_read(stage_source(stage))}
-    commands = {"review"}  # review.py reads review.max_drop; predict reads familiarity.percentile
+    commands = {"review"}  # the review reads review.*; predict reads familiarity.percentile
     assert set(SECTIONS) - read - commands == set()
 
 

@@ -12,8 +12,10 @@ The model is `--model` (a model file, or a training stage's name such as train_c
 accurate on the validation part (metrics/<stage>.json) of the repository's 10-digit models that carry
 a familiarity check (train_best and train_cnn; ties go to train_best), in the repository around the
 current folder (the first folder upwards holding dvc.yaml), else in the repository this package is
-installed from. The threshold's percentile is `--percentile`, else `familiarity.percentile` of that
-repository's params.yaml, else that key's default (core/params.py).
+installed from. The threshold's percentile is `--percentile`, else `familiarity.percentile` of the
+params.yaml of the repository the model lies in, else that key's default (core/params.py). The model's
+repository is found from its path as given, not from where a symlink leads: with DVC's symlinked or
+shared cache (`cache.type symlink`), models/train_best.pt points into the cache, outside the repository.
 
 Photos are read, scored and printed in batches of BATCH, so memory does not grow with their number.
 A file name's control characters (a TAB, a newline) print escaped (\\t, \\n, \\xNN) in the lines.
@@ -84,10 +86,17 @@ def find_model(stage: str | None = None) -> Choice:
     """`stage`'s model in the first repository that has it, else the most accurate checked 10-digit model there."""
     tried = []
     for root in repository_roots():
-        stages = [stage] if stage else [paths.FINAL_MODEL, *(n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL)]
+        if stage:  # named: its file, checked or not (predict_batches says what it lacks)
+            path = root / paths.model_path(stage)
+            tried.append(path)
+            if path.is_file():
+                metrics = root / paths.metrics_path(stage)
+                return Choice(path, stage, _val_accuracy(metrics) if metrics.is_file() else None)
+            continue
+        stages = [paths.FINAL_MODEL, *(n for n in paths.TRAINED_MODELS if n != paths.FINAL_MODEL)]
         candidates = _checked_models(root, stages, tried)
-        if candidates:  # by validation accuracy; ties go to the final model
-            return max(candidates, key=lambda c: (c.val_accuracy, c.stage == paths.FINAL_MODEL))
+        if candidates:
+            return best_choice(candidates)
     where = ", ".join(map(str, tried)) if tried else "nothing (no dvc.yaml above the current folder)"
     which = stage or paths.FINAL_MODEL
     raise PipelineError(
@@ -96,22 +105,33 @@ def find_model(stage: str | None = None) -> Choice:
     )
 
 
+def best_choice(candidates: list[Choice]) -> Choice:
+    """predict's rule among checked 10-digit models: the highest validation accuracy; ties go to the final model.
+    (The review applies it to each revision's models to show and gate the model predict answers with.)"""
+    return max(candidates, key=lambda c: (c.val_accuracy, c.stage == paths.FINAL_MODEL))
+
+
 def _checked_models(root: Path, stages, tried: list[Path]) -> list[Choice]:
     """The stages' model files in `root` that read 10 digits and carry a familiarity check, with their val accuracy."""
-    from signdigits.core.files import read_json
     from signdigits.training.model_file import load_model
 
     found = []
     for stage in stages:
-        path = (root / paths.model_path(stage)).resolve()
+        path = root / paths.model_path(stage)  # not resolved: with a symlinked DVC cache, the target is the cache's
         tried.append(path)
         metrics = root / paths.metrics_path(stage)
         if not (path.is_file() and metrics.is_file()):
             continue
         model = load_model(path)
         if len(model.classes) == 10 and model.familiarity is not None:
-            found.append(Choice(path, stage, float(read_json(metrics)["val"]["accuracy"])))
+            found.append(Choice(path, stage, _val_accuracy(metrics)))
     return found
+
+
+def _val_accuracy(metrics: Path) -> float:
+    from signdigits.core.files import read_json
+
+    return float(read_json(metrics)["val"]["accuracy"])
 
 
 def choose_model(model: str | None) -> Choice:
@@ -120,27 +140,52 @@ def choose_model(model: str | None) -> Choice:
         return find_model()
     if model in paths.TRAINED_MODELS and not Path(model).exists():
         return find_model(model)
-    return Choice(Path(model).resolve())
+    return Choice(Path(os.path.abspath(model)))  # as given: a symlink into DVC's cache keeps its repository
 
 
 def describe_choice(choice: Choice) -> str:
     if choice.stage is None:
         return f"model: {choice.path}"
+    if choice.val_accuracy is None:
+        return f"model: {choice.stage} ({choice.path})"
     return f"model: {choice.stage} ({choice.path}), validation accuracy {choice.val_accuracy:.2%}"
 
 
+def repository_of(model_file: Path) -> Path | None:
+    """The repository (dvc.yaml and params.yaml) around the model file's path as given, else around each link
+    it points through in turn: never first the end of the chain, which DVC's symlinked cache puts outside."""
+    for step in _link_chain(model_file):
+        for folder in step.parents:
+            if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+                return folder
+    return None
+
+
+def _link_chain(path: Path, most: int = 40) -> list[Path]:
+    """The path made absolute (not resolved), then each symlink's target in turn (at most `most`: a loop ends it)."""
+    chain = [Path(os.path.abspath(path))]
+    while chain[-1].is_symlink() and len(chain) < most:
+        target = Path(os.path.abspath(chain[-1].parent / os.readlink(chain[-1])))
+        if target in chain:
+            break
+        chain.append(target)
+    return chain
+
+
 def percentile_for(model_file: Path) -> float:
-    """familiarity.percentile of the params.yaml of the repository the model file lies in, else its default."""
+    """familiarity.percentile of the params.yaml of the model's repository (repository_of), else its default."""
     from signdigits.core.params import FamiliarityParams, load_params
 
-    for folder in model_file.resolve().parents:
-        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
-            return load_params(folder / "params.yaml", require=["familiarity.percentile"]).familiarity.percentile
-    return FamiliarityParams().percentile
+    root = repository_of(model_file)
+    if root is None:
+        return FamiliarityParams().percentile
+    return load_params(root / "params.yaml", require=["familiarity.percentile"]).familiarity.percentile
 
 
 def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:
     """Files as given, folders as the images inside them (sorted); missing paths as problems."""
+    from signdigits.core.files import why_missing
+
     images, problems = [], []
     for path in arguments:
         if path.is_dir():
@@ -152,7 +197,7 @@ def expand(arguments: list[Path]) -> tuple[list[Path], list[Problem]]:
         elif path.exists():
             images.append(path)
         else:
-            problems.append(Problem(str(path), "no such file"))
+            problems.append(Problem(str(path), why_missing(path)))
     return images, problems
 
 

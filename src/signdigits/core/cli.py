@@ -83,13 +83,12 @@ def run_stage(main: Callable[..., object]) -> None:
             lifeline.watch_dvc(_stop_without_dvc)
         started = time.perf_counter()
         stage = Path(sys.argv[0]).stem
-        inputs = workspace.stage_inputs(stage)  # params.yaml and the deps dvc.yaml lists: what dvc.lock records
-        fingerprint = workspace.fingerprint(inputs)
-        params = load_params(require=stage_requirements(stage))
+        inputs = workspace.StageInputs.read(stage)  # its params' values and deps' hashes: what dvc.lock records
+        params = load_params(require=stage_requirements(stage), data=inputs.params_bytes)  # the bytes compared
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
-        with files.outputs(before_renaming=lambda: _require_unchanged(stage, inputs, fingerprint)):
+        with files.outputs(before_renaming=lambda: _require_unchanged(stage, inputs)):
             code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(
@@ -103,21 +102,30 @@ def run_stage(main: Callable[..., object]) -> None:
     sys.exit(code)
 
 
-def _require_unchanged(stage: str, inputs: list[Path], fingerprint: dict[str, str]) -> None:
+def _require_unchanged(stage: str, inputs) -> None:
     """Refuse to write outputs made from params or deps that changed since the stage read them.
 
     DVC hashes them again when it writes dvc.lock, after the stage: the lock would state inputs the
-    outputs were not made from, and `dvc status` would call them up to date.
+    outputs were not made from, and `dvc status` would call them up to date. Only what the lock records
+    counts (workspace.StageInputs): a comment or another stage's key in params.yaml does not.
     """
-    from signdigits.core import workspace
-
-    changed = workspace.changed_since(fingerprint, inputs)
+    changed = inputs.changed()
     if changed:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise PipelineError(
-            f"{shown} changed while {stage} ran, so its outputs were not written: dvc.lock would record inputs "
-            "they were not made from. Run it again (`dvc repro`) once nothing edits them"
+            f"{_listed(changed)} changed while {stage} ran, so its outputs were not written: dvc.lock would record "
+            "inputs they were not made from. Run it again (`dvc repro`) once nothing edits them"
         )
+    elsewhere = inputs.changed_elsewhere()
+    if elsewhere is not None:  # e.g. a `dvc exp run -S` refused meanwhile: DVC writes -S before it finds the lock
+        logging.getLogger(__name__).warning(
+            "warning: params.yaml changed while %s ran, in what it does not read (%s); its outputs are written. If a "
+            "`dvc exp run -S` was refused meanwhile (Unable to acquire lock), DVC had written its values there first, "
+            "and stages run next use them: `git diff params.yaml`", stage, _listed(elsewhere) or "comments or layout"
+        )  # fmt: skip
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def run_workspace_code(script: Path) -> None:

@@ -5,6 +5,10 @@ file beside the target, are flushed to disk, then renamed over it. A stage that 
 killed therefore leaves either the previous file or none, never half of one. Inside `outputs()`
 (every stage runs in one) the renames wait for the end, so a stage's files change all together
 or not at all; after `abandon()` nothing is renamed any more.
+
+A temporary file is named `.<name>.<pid>-<random>.tmp`: a dot file, which .gitignore and .dvcignore
+leave out (never committed, never in a hash DVC takes). Only SIGKILL (or a power cut) leaves one; the
+next write of the same target removes those whose process has ended.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import hashlib
 import io
 import json
@@ -33,6 +38,7 @@ from signdigits.core.errors import PipelineError
 FORMAT_VERSION = 3  # 2: the final model file carries its familiarity check; 3: with photo statistics
 
 
+TEMPORARY_SUFFIX = ".tmp"
 seconds_writing = 0.0  # spent in write_bytes_atomic by this process: the stage timing line reports it
 _pending: dict[Path, Path] | None = None  # target -> its written temporary file, inside outputs()
 _rename_lock = threading.Lock()  # abandon() and the renames exclude each other
@@ -45,8 +51,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     started = time.perf_counter()
     path = Path(path)
     make_folder(path.parent)
+    remove_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=TEMPORARY_SUFFIX)
     except OSError as e:
         raise write_error(path, e) from None
     try:
@@ -69,6 +76,28 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         raise
     seconds_writing += time.perf_counter() - started
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` that a killed process left (its pid no longer runs); return them."""
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape('.' + path.name)}.*-*{TEMPORARY_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 :].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            with contextlib.suppress(OSError):  # removed meanwhile, or not ours to remove: it stays ignored
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -240,5 +269,19 @@ def read_arrays(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str,
 def require_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: file not found; run the stage that produces it (`dvc repro`)")
+        problem = why_missing(path)
+        problem = "file not found" if problem == "no such file" else problem
+        raise PipelineError(f"{path}: {problem}; run the stage that produces it (`dvc repro`)")
     return path
+
+
+def why_missing(path: str | os.PathLike) -> str:
+    """Why nothing is at path: a symlink loop, a symlink to nothing (a DVC cache object gone), or no such file."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop (following its links leads back to one of them)"
+        if os.path.islink(path):
+            return f"a symlink to {os.readlink(path)}, which does not exist"
+    return "no such file"

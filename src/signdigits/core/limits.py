@@ -38,16 +38,29 @@ def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int, cha
     before and after batch norm, ReLU and pooling.
     """
     side, before, conv_weights, conv_numbers = math.isqrt(inputs), 1, 0, 0
-    for after in channels:
+    for after, pooled in zip(channels, conv_sides(side, len(channels)), strict=True):
         conv_weights += 9 * before * after + 2 * after
-        conv_numbers += (9 * before + 3 * after) * side * side + after * (side // 2) ** 2
-        side, before = side // 2, after
+        conv_numbers += (9 * before + 3 * after) * side * side + after * pooled**2
+        side, before = pooled, after
     widths = [before * side * side if channels else inputs, *cfg.hidden, classes]
     weights = conv_weights + sum((a + 1) * b for a, b in itertools.pairwise(widths))
     states = OPTIMIZER_STATES.get(cfg.optimizer, 1 if cfg.momentum > 0 else 0)
     copies = cfg.ensemble + 1 + states + (1 if cfg.patience else 0)
     activations = max(3 * cfg.batch_size, images) * (sum(widths) + conv_numbers)
     return BYTES_PER_NUMBER * (weights * copies + activations + images * inputs)
+
+
+def conv_sides(image_size: int, blocks: int) -> list[int]:
+    """The side of each conv block's output for square images: every block (2x2 max pool) halves it, rounding down.
+
+    The one place of this arithmetic: the network (model.Arch), the memory estimate and the check that the
+    blocks leave at least a pixel (training.stage.require_conv_fits) all read it.
+    """
+    sides, side = [], image_size
+    for _ in range(blocks):
+        side //= 2
+        sides.append(side)
+    return sides
 
 
 def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str] | None:

@@ -129,11 +129,30 @@ class BinaryParams:
 
 
 @dataclass(frozen=True)
+class Composite:
+    """Training photos on random backgrounds (training/composite.py): the hand cut out of its wall.
+
+    `share` of each batch's photos get a random smooth background; of those, `zoom_share` are first
+    made up to `zoom_out` times smaller at a random place. share 0: off.
+    """
+
+    share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_out: float = _opt(1.0, ge=1.0, le=4.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.share > 0
+
+
+@dataclass(frozen=True)
 class CNNParams:
-    """train_cnn: the conv blocks' channels and its own familiarity check's components beside a training run's keys."""
+    """train_cnn: the conv blocks' channels, its own familiarity check's components and its backgrounds
+    beside a training run's keys."""
 
     channels: tuple[int, ...] = _opt((16, 32, 64), ge=1, le=MAX_CHANNELS, min_len=1)
     familiarity_components: int = _opt(60, ge=1, le=4096)
+    composite: Composite = field(default_factory=Composite)
     model: TrainParams = field(default_factory=TrainParams)
 
 
@@ -175,11 +194,13 @@ class ReviewParams:
     """The review's gate (signdigits.review), always read from the base revision's params.yaml.
 
     A model fails when its test accuracy drops by more than `max_drop` (a fraction: 0.01 is 1 point)
-    and McNemar's exact test on the same photos says p < `alpha`. docs/review.md says why these defaults.
+    and McNemar's exact test on the same photos says p < `alpha`; a familiarity check fails when the share of
+    a shifted set's photos it flags drops by more than `max_flag_drop`. docs/review.md says why these defaults.
     """
 
     max_drop: float = _opt(0.01, ge=0.0, le=1.0)
     alpha: float = _opt(0.05, gt=0.0, lt=1.0)
+    max_flag_drop: float = _opt(0.05, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
@@ -206,13 +227,16 @@ FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))
 EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
 
 
-def load_params(path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_KEY) -> Params:
+def load_params(
+    path: str | Path = paths.PARAMS, require: Iterable[str] = EVERY_KEY, data: bytes | None = None
+) -> Params:
     """params.yaml read strictly, with the keys in `require` written in it (by default all of them).
 
     Keys not required may be missing (predict and review read one key each, maybe from a partial file);
-    they then hold the defaults above, which no consumer that did not require them reads.
+    they then hold the defaults above, which no consumer that did not require them reads. With `data`, the
+    file's bytes as already read (a stage: the same bytes it compares before writing, core.workspace).
     """
-    raw = read_yaml(path)
+    raw = read_yaml(path) if data is None else parse_yaml(data, str(path))
     require_keys(raw, require)
     return parse_params(raw)
 
@@ -435,8 +459,10 @@ def _coerce(key: str, value: Any, tp) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(items))
+        if not isinstance(value, (list, tuple)):  # not read as [value]: dvc.lock and `dvc params diff` state value
+            example = f", in brackets: [{shown(value)}]" if isinstance(value, (int, float, str)) else ""
+            raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: must be a list{example}")
+        return tuple(_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -3,9 +3,11 @@
 - `DvcIgnore(folder)`: the .dvcignore rules that apply to a folder, matched as DVC matches them (pathspec,
   gitignore syntax). prepare reads the photos DVC hashes, no more and no fewer: the one list of what is
   not data is .dvcignore, so a `.DS_Store` that DVC ignores is skipped by prepare, and a file DVC hashes is read.
-- `fingerprint(paths)`: the sha256 of every file DVC would hash under those paths. A stage takes it of
-  params.yaml and its deps at its start and compares it before writing (core.cli): what dvc.lock records
-  after the stage is then what the stage used.
+- `StageInputs.read(stage)`: what dvc.lock records of a stage, taken at its start: the values of the
+  params keys dvc.yaml lists for it, and the sha256 (`fingerprint`) of every file DVC would hash under its
+  deps. The stage compares them before writing (core.cli): what dvc.lock records after the stage is then
+  what the stage used. A comment in params.yaml, or another stage's key, is not in the stage's lock entry,
+  so it is no change.
 
 Imports no numpy: a stage takes the fingerprint before it pins the CPU kernels.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -60,11 +63,96 @@ def stage_entry(name: str, dvc_yaml: str | Path = paths.DVC_YAML) -> dict | None
     return stage if isinstance(stage, dict) else None
 
 
-def stage_inputs(name: str) -> list[Path]:
-    """params.yaml and the deps dvc.yaml lists for the stage: what DVC hashes into its lock entry."""
-    stage = stage_entry(name) or {}
-    deps = [dep for dep in stage.get("deps", ()) if isinstance(dep, str)]
-    return [paths.PARAMS, *map(Path, deps)]
+@dataclass
+class StageInputs:
+    """What DVC records of a stage in dvc.lock, as the stage found it at its start: params values and deps' hashes."""
+
+    keys: tuple[str, ...] | None  # the params.yaml keys dvc.yaml lists for it; None: not in dvc.yaml, every key
+    deps: tuple[Path, ...]
+    params_bytes: bytes | None
+    digests: dict[str, str]
+
+    @classmethod
+    def read(cls, name: str) -> StageInputs:
+        stage = stage_entry(name)
+        keys = None if stage is None else tuple(key for key in stage.get("params", ()) if isinstance(key, str))
+        deps = tuple(Path(dep) for dep in (stage or {}).get("deps", ()) if isinstance(dep, str))
+        return cls(keys, deps, _read_or_none(paths.PARAMS), fingerprint(deps))
+
+    def changed(self) -> list[str]:
+        """What changed since `read` that dvc.lock would record: `params.yaml:<key>` for a value, or a dep's file."""
+        now = fingerprint(self.deps)
+        files = sorted(name for name in self.digests.keys() | now.keys() if self.digests.get(name) != now.get(name))
+        params_now = _read_or_none(paths.PARAMS)
+        if params_now == self.params_bytes:  # the usual case: no YAML read at all
+            return files
+        return [*_changed_values(self.params_bytes, params_now, self.keys), *files]
+
+    def changed_elsewhere(self) -> list[str] | None:
+        """None if params.yaml holds the bytes `read` found; else the keys changed since, all of them (maybe none:
+        comments or layout only). For a stage whose own keys are unchanged, keys that other stages read."""
+        params_now = _read_or_none(paths.PARAMS)
+        if params_now == self.params_bytes:
+            return None
+        return [
+            name.removeprefix(f"{paths.PARAMS.as_posix()}:")
+            for name in _changed_values(self.params_bytes, params_now, None)
+        ]
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+_MISSING = "<missing>"
+
+
+def _changed_values(before: bytes | None, now: bytes | None, keys: tuple[str, ...] | None) -> list[str]:
+    """The params keys (down to the changed leaf) whose values differ, read as DVC reads them (ruamel.yaml, YAML 1.2).
+
+    Where either version cannot be read so (not YAML, no file, no ruamel.yaml), params.yaml as a whole.
+    """
+    try:
+        from ruamel.yaml import YAML  # DVC's own reader (a dependency of DVC): the values it writes to dvc.lock
+
+        reader = YAML(typ="safe")
+        old, new = (reader.load(text) if text is not None else None for text in (before, now))
+    except Exception:  # ruamel's errors have no common base beyond Exception; ImportError without DVC
+        return [paths.PARAMS.as_posix()]
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [paths.PARAMS.as_posix()]
+    names = keys if keys is not None else sorted(old.keys() | new.keys(), key=str)
+    changed = []
+    for key in names:
+        flat_old, flat_new = _flat(key, _lookup(old, key)), _flat(key, _lookup(new, key))
+        changed += [
+            f"{paths.PARAMS.as_posix()}:{leaf}"
+            for leaf in sorted(flat_old.keys() | flat_new.keys())
+            if flat_old.get(leaf, _MISSING) != flat_new.get(leaf, _MISSING)
+        ]
+    return changed
+
+
+def _lookup(mapping: dict, key: str):
+    """A key as DVC finds it: the top-level key, else a dotted path into sections (familiarity.components)."""
+    if key in mapping:
+        return mapping[key]
+    node = mapping
+    for part in str(key).split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _flat(key: str, value) -> dict[str, object]:
+    """A section as its leaves (train_base.lr -> 0.01); a leaf as itself. Lists compare whole, as values."""
+    if not isinstance(value, dict) or not value:
+        return {str(key): value}
+    return {leaf: v for name, item in value.items() for leaf, v in _flat(f"{key}.{name}", item).items()}
 
 
 def fingerprint(inputs: Iterable[Path]) -> dict[str, str]:
@@ -85,12 +173,6 @@ def fingerprint(inputs: Iterable[Path]) -> dict[str, str]:
                 if not ignore.ignores(file, is_dir=False):
                     digests[file.as_posix()] = _sha256(file)
     return digests
-
-
-def changed_since(before: dict[str, str], inputs: Iterable[Path]) -> list[str]:
-    """The files added, removed or changed since `before` was taken of the same inputs."""
-    now = fingerprint(inputs)
-    return sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
 
 
 def _sha256(file: Path) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from signdigits.core.limits import conv_sides
 from signdigits.training.inputs import normalize_each_image
 
 if TYPE_CHECKING:
@@ -45,11 +46,7 @@ class Arch:
     @property
     def feature_sides(self) -> list[int]:
         """The side of each conv block's output (every block halves it, rounding down)."""
-        sides, side = [], self.image_size
-        for _ in self.channels:
-            side //= 2
-            sides.append(side)
-        return sides
+        return conv_sides(self.image_size, len(self.channels))
 
 
 class Network(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,8 +13,8 @@ from signdigits.core import paths
 from signdigits.core.data import load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
-from signdigits.core.limits import require_memory, training_bytes
-from signdigits.core.params import Runtime, TrainParams
+from signdigits.core.limits import conv_sides, require_memory, training_bytes
+from signdigits.core.params import Composite, Runtime, TrainParams, shown
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import fit_familiarity, require_components_fit
 from signdigits.training.model import describe
@@ -50,6 +51,17 @@ def require_batch_fits(key: str, batch_size: int, n_train: int) -> None:
         )
 
 
+def require_conv_fits(key: str, channels: tuple[int, ...], image_size: int) -> None:
+    """Checked once the data is loaded, before training: each conv block halves the image, which must keep a pixel."""
+    if channels and conv_sides(image_size, len(channels))[-1] < 1:
+        most = image_size.bit_length() - 1
+        raise PipelineError(
+            f"params.yaml: {key} = {shown(channels)} is not allowed: {len(channels)} conv blocks halve the "
+            f"{image_size}x{image_size} images (prepare.image_size) to nothing; list at most {most}, "
+            "or raise prepare.image_size"
+        )
+
+
 def train_stage(
     name: str,
     cfg: TrainParams,
@@ -57,18 +69,21 @@ def train_stage(
     classes: tuple[int, ...] = tuple(range(10)),
     familiarity_components: int = 0,
     channels: tuple[int, ...] = (),
+    backgrounds: Composite | None = None,
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
-    familiarity check fitted on the same training images. With channels, the network is a CNN.
+    familiarity check fitted on the same training images. With channels, the network is a CNN;
+    with backgrounds, its training photos are also laid on random backgrounds (training/composite.py).
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
     key = params_prefix(name)
     require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
     n_train, inputs = data.train.x.shape
+    require_conv_fits(f"{key}channels", channels, math.isqrt(inputs))
     what = "training it" if cfg.ensemble == 1 else f"training it ({cfg.ensemble} networks)"
     needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val), channels)
     size_key, size = (f"{key}channels", channels) if channels else (f"{key}hidden", cfg.hidden)
@@ -76,7 +91,7 @@ def train_stage(
     if familiarity_components:
         require_components_fit(familiarity_components, n_train, inputs)
     started = time.perf_counter()
-    result = train(cfg, data.train, data.val, data.classes, name, channels)
+    result = train(cfg, data.train, data.val, data.classes, name, channels, backgrounds)
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
@@ -84,7 +99,12 @@ def train_stage(
             data.train.x, data.val.x, cfg.normalize_images, familiarity_components
         )
     metrics = {
-        "config": {**settings(cfg, channels), "classes": data.classes, "network": describe(result.model.arch)},
+        "config": {
+            **settings(cfg, channels),
+            **({"composite": asdict(backgrounds)} if backgrounds is not None else {}),
+            "classes": data.classes,
+            "network": describe(result.model.arch),
+        },
         "train": _loss_and_accuracy(result.model, data.train),
         "val": _loss_and_accuracy(result.model, data.val),
         "epochs_run": result.epochs_run,
