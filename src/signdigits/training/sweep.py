@@ -4,6 +4,10 @@ Each run is a pure function of its configuration, the data and the seed (`train_
 `threads_per_job` threads and the stage's CPU kernels wherever it runs, so the rows do not depend
 on the backend, the number of workers or the order runs finish in: those change the wall time only.
 Both backends share that function and the loop that collects the rows (`run_sweep`).
+
+Over 400 lines on purpose: most of it is what a Dask cluster someone else started can get wrong (an
+unreachable or lost scheduler, a worker with other code or kernels), each turned into one line; it
+lives beside `run_sweep` because the local backend goes through the same loop.
 """
 
 from __future__ import annotations
