@@ -1,4 +1,4 @@
-"""The import layers: core < training < reporting < the commands (predict, review) < stages < devtools.
+"""The import layers: core < training < reporting < the commands (predict, review, worker, exps) < stages < devtools.
 
 devtools (what tests, benchmarks and studies share) may use any layer, and no module of the package or
 stage may import it.
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "training", "reporting", "commands", "stages", "devtools")
-COMMANDS = ("signdigits.predict", "signdigits.review")
+COMMANDS = ("signdigits.predict", "signdigits.review", "signdigits.worker", "signdigits.exps")
 DEVTOOLS = "signdigits.devtools"
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from signdigits.core.errors import PipelineError
+from signdigits.core.reexec import run_workspace_code
 
-WORKSPACE_SRC_ENV = "SIGNDIGITS_WORKSPACE_SRC"  # set on the re-execution: the src/ it must import from
 GRACE_S = 3  # after its dvc ended, the stage unwinds (temporary files removed) or is ended this much later
 _dvc_ended: int | None = None  # the pid of the dvc that ran this stage, once it has ended
 _reported = threading.Event()  # the interruption was reported
@@ -69,8 +69,10 @@ def run_command(body: Callable[[], int | None]) -> int:
 def run_stage(main: Callable[..., object]) -> None:
     """Exit with run_command's code for main(params), params.yaml validated and the CPU kernels pinned first.
 
+    Each job has its own module; this only puts them in order: the workspace's own code (reexec), the
+    `dvc` that ran the stage watched (lifeline), what dvc.lock will record read at the start and compared
+    before any output is renamed into place (workspace.StageInputs, files.outputs), and the time logged.
     Stage scripts import torch and numpy only inside main, so the kernel pin is in place before they load.
-    A stage runs the code of the workspace its script lies in (`run_workspace_code`).
     """
     run_workspace_code(Path(sys.argv[0]))
 
@@ -88,7 +90,7 @@ def run_stage(main: Callable[..., object]) -> None:
         pin_cpu_kernels(params.runtime.cpu_kernels)
         from signdigits.core import files  # numpy, after the pin
 
-        with files.outputs(before_renaming=lambda: _require_unchanged(stage, inputs)):
+        with files.outputs(before_renaming=lambda: inputs.require_unchanged(stage)):
             code = main(params)
         work = time.perf_counter() - started
         logging.getLogger(__name__).info(
@@ -100,62 +102,6 @@ def run_stage(main: Callable[..., object]) -> None:
     code = run_command(body)
     gc.freeze()  # the exit's collections then skip torch's module graph (benchmarks/README.md); outputs are written
     sys.exit(code)
-
-
-def _require_unchanged(stage: str, inputs) -> None:
-    """Refuse to write outputs made from params or deps that changed since the stage read them.
-
-    DVC hashes them again when it writes dvc.lock, after the stage: the lock would state inputs the
-    outputs were not made from, and `dvc status` would call them up to date. Only what the lock records
-    counts (workspace.StageInputs): a comment or another stage's key in params.yaml does not.
-    """
-    changed = inputs.changed()
-    if changed:
-        raise PipelineError(
-            f"{_listed(changed)} changed while {stage} ran, so its outputs were not written: dvc.lock would record "
-            "inputs they were not made from. Run it again (`dvc repro`) once nothing edits them"
-        )
-    elsewhere = inputs.changed_elsewhere()
-    if elsewhere is not None:  # e.g. a `dvc exp run -S` refused meanwhile: DVC writes -S before it finds the lock
-        logging.getLogger(__name__).warning(
-            "warning: params.yaml changed while %s ran, in what it does not read (%s); its outputs are written. If a "
-            "`dvc exp run -S` was refused meanwhile (Unable to acquire lock), DVC had written its values there first, "
-            "and stages run next use them: `git diff params.yaml`", stage, _listed(elsewhere) or "comments or layout"
-        )  # fmt: skip
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
-def run_workspace_code(script: Path) -> None:
-    """Re-execute this process with the src/ beside the script's folder first on PYTHONPATH, if it imported another.
-
-    The editable install points at the checkout that ran `make setup`; a queued or temporary experiment
-    (`dvc exp run --queue/--temp`) runs in a copy of the workspace whose src/ may differ. Child processes
-    (the sweep's pool, a local Dask cluster) inherit PYTHONPATH; a remote Dask worker is checked by the sweep.
-    Nothing is re-executed where the script has no src/ beside it (a copy of stages/ alone): the install counts.
-    """
-    import signdigits
-
-    src = script.resolve().parent.parent / "src"
-    if not (src / "signdigits" / "__init__.py").is_file():
-        return
-    imported = Path(signdigits.__file__).resolve().parent
-    if imported == (src / "signdigits").resolve():
-        return
-    if os.environ.get(WORKSPACE_SRC_ENV) == str(src):
-        print(
-            f"error: {script}: imports signdigits from {imported}, not from {src} beside it, even with that "
-            "first on PYTHONPATH (python -I or -E?); run it as `python stages/<stage>.py`",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    env = {**os.environ, WORKSPACE_SRC_ENV: str(src)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def _since_process_start(now: float) -> str:

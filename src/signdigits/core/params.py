@@ -7,6 +7,9 @@ keys, no anchors or aliases, not empty; and every key a consumer reads must be w
 (`require`): as in DVC, whose stages require every key dvc.yaml lists, nothing falls back to a
 built-in default. Inside a section a stage reads whole (train_base, exp2, ...) the keys not written
 take the defaults below, as the comments of params.yaml describe.
+
+Over 400 lines on purpose: each section's schema (the dataclasses) sits beside the one strict reader
+that validates it, so a new key, its range and its error message are added in one file.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
   not data is .dvcignore, so a `.DS_Store` that DVC ignores is skipped by prepare, and a file DVC hashes is read.
 - `StageInputs.read(stage)`: what dvc.lock records of a stage, taken at its start: the values of the
   params keys dvc.yaml lists for it, and the sha256 (`fingerprint`) of every file DVC would hash under its
-  deps. The stage compares them before writing (core.cli): what dvc.lock records after the stage is then
+  deps. The stage compares them before writing (`require_unchanged`): what dvc.lock records after the stage is then
   what the stage used. A comment in params.yaml, or another stage's key, is not in the stage's lock entry,
   so it is no change.
 
@@ -15,6 +15,7 @@ Imports no numpy: a stage takes the fingerprint before it pins the CPU kernels.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from signdigits.core import paths
+from signdigits.core.errors import PipelineError
 
 DVCIGNORE = ".dvcignore"
 
@@ -98,6 +100,33 @@ class StageInputs:
             name.removeprefix(f"{paths.PARAMS.as_posix()}:")
             for name in _changed_values(self.params_bytes, params_now, None)
         ]
+
+    def require_unchanged(self, stage: str) -> None:
+        """Refuse to write outputs made from params or deps that changed since `read` (files.outputs calls it
+        before its renames).
+
+        DVC hashes them again when it writes dvc.lock, after the stage: the lock would state inputs the
+        outputs were not made from, and `dvc status` would call them up to date. Only what the lock records
+        counts: a comment or another stage's key in params.yaml does not.
+        """
+        changed = self.changed()
+        if changed:
+            raise PipelineError(
+                f"{_listed(changed)} changed while {stage} ran, so its outputs were not written: dvc.lock would "
+                "record inputs they were not made from. Run it again (`dvc repro`) once nothing edits them"
+            )
+        elsewhere = self.changed_elsewhere()
+        if elsewhere is not None:  # e.g. a `dvc exp run -S` refused meanwhile: DVC writes -S before it finds the lock
+            logging.getLogger(__name__).warning(
+                "warning: params.yaml changed while %s ran, in what it does not read (%s); its outputs are written. "
+                "If a `dvc exp run -S` was refused meanwhile (Unable to acquire lock), DVC had written its values "
+                "there first, and stages run next use them: `git diff params.yaml`",
+                stage, _listed(elsewhere) or "comments or layout",
+            )  # fmt: skip
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _read_or_none(path: Path) -> bytes | None:

@@ -4,6 +4,10 @@ Each run is a pure function of its configuration, the data and the seed (`train_
 `threads_per_job` threads and the stage's CPU kernels wherever it runs, so the rows do not depend
 on the backend, the number of workers or the order runs finish in: those change the wall time only.
 Both backends share that function and the loop that collects the rows (`run_sweep`).
+
+Over 400 lines on purpose: most of it is what a Dask cluster someone else started can get wrong (an
+unreachable or lost scheduler, a worker with other code or kernels), each turned into one line; it
+lives beside `run_sweep` because the local backend goes through the same loop.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from signdigits.core import lifeline
 from signdigits.core.data import DIGITS, load_train_val
 from signdigits.core.errors import PipelineError
-from signdigits.core.kernels import PORTABLE_ENV, describe_env, pin_cpu_kernels
+from signdigits.core.kernels import pin_cpu_kernels
 from signdigits.core.limits import OPTIMIZER_STATES, require_memory, training_bytes, usable_cores
 from signdigits.core.params import Runtime, SweepParams, TrainParams
 
@@ -50,7 +54,7 @@ RESULT_COLUMNS = (
 
 CONNECT_TIMEOUT_S = 5  # to a Dask scheduler; Dask's own default (30 s) is long to wait for a typo
 ANSWER_TIMEOUT_S = 2  # once connected: a scheduler answers in milliseconds, another service never
-DASK_WORKER_COMMAND = f"{describe_env(PORTABLE_ENV)} dask worker <scheduler address> --nthreads 1"
+DASK_WORKER_COMMAND = "python -m signdigits.worker <scheduler address>"  # signdigits/worker.py: the pin and the sources
 
 
 @dataclass(frozen=True)
