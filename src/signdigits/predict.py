@@ -193,7 +193,7 @@ def _answers(model, images: list[Path], threshold: float) -> Iterator[Answer | P
             x = to_inputs(np.stack([pixels for _, pixels in read]))
             with torch.inference_mode():
                 best = model(x).softmax(dim=1).max(dim=1)
-            scores = model.familiarity.scores(x)
+            scores = model.familiarity_scores(x)
             answered = {
                 path: Answer(str(path), model.classes[int(i)], float(p), float(score), bool(score <= threshold))
                 for (path, _), i, p, score in zip(read, best.indices, best.values, scores, strict=True)

@@ -122,7 +122,7 @@ def measure_familiarity(
         x = to_inputs(images)
         with torch.inference_mode():
             predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
-        return check.scores(x), float((np.array(model.classes)[predicted] == digits).mean())
+        return model.familiarity_scores(x), float((np.array(model.classes)[predicted] == digits).mean())
 
     def row(name: str, scores: np.ndarray, accuracy: float, auc: float | str) -> dict:
         flagged = float((scores > threshold).mean())
