@@ -81,6 +81,7 @@ def write_photos(folder: Path, images: np.ndarray) -> list[Path]:
     """uint8 images as PNG files (lossless), so that predict's decoder reads exactly these pixels."""
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for i, image in enumerate(images):
         written.append(folder / f"{i:05d}.png")
@@ -177,7 +178,6 @@ def study(path: Path, out: Path, models: tuple[str, ...]) -> dict:
     results = {"photos": str(path), "models": {}}
     with tempfile.TemporaryDirectory() as scratch:
         files, labels, sources = load_photos(path, Path(scratch) / "photos")
-        (Path(scratch) / "test").mkdir()
         test_files = write_photos(Path(scratch) / "test", prepared.pixels[test_idx])
         for name in models:
             model_file = paths.model_path(name)
@@ -237,6 +237,21 @@ def table(results: dict) -> str:
                 f"| {name} | {label} | {f['photos']} | {pct(f['right'])} | {familiar} | "
                 f"{pct(f['right_among_familiar'], f['right_among_familiar_ci95'])} | {held_text} |"
             )
+    sources = list(next(iter(results["models"].values()))["sources"])
+    lines += [
+        "",
+        "Every combination of the check's signals (the stored check uses all three), at the same percentile: "
+        "test part flagged; per source and in all, photos called familiar and right among them.",
+        "",
+        f"| model | signals | test flagged | {' | '.join(sources)} | all (95% interval) |",
+        "|---|---|---|" + "---|" * (len(sources) + 1),
+    ]
+    for name, r in results["models"].items():
+        for subset, f in r["leave_one_source_out"]["subsets"].items():
+            cells = [f"{pct(f[s]['right_among_familiar'])} of {f[s]['familiar']}" for s in r["sources"]]
+            every = pct(f["all"]["right_among_familiar"], f["all"]["right_among_familiar_ci95"])
+            every += f" of {f['all']['familiar']}"
+            lines.append(f"| {name} | {subset} | {pct(f['test_flagged'])} | {' | '.join(cells)} | {every} |")
     return "\n".join(lines)
 
 

@@ -71,3 +71,19 @@ def test_the_smoke_study_answers_as_predict_does(tiny_layout, one_thread, tmp_pa
     text = readme.read_text()
     assert "old table" not in text and "| train_best | test part |" in text and text.endswith(f"{study.END}\nafter\n")
     assert "smoke" in results["models"]["train_best"]["leave_one_source_out"]["held_out"]
+
+
+def test_predicts_note_gives_the_figures_the_study_measured():
+    """predict's note quotes studies/foreign.json (the committed run on foreign_dev): they move together."""
+    from signdigits import predict
+
+    measured = json.loads((ROOT / "studies" / "foreign.json").read_text())["models"]
+    assert set(predict.MEASURED_ELSEWHERE) == set(measured)
+    for stage, (right, familiar, right_among) in predict.MEASURED_ELSEWHERE.items():
+        figures = measured[stage]["all"]
+        assert (right, familiar) == (round(figures["right"], 3), round(figures["familiar_share"], 3)), stage
+        assert right_among == round(figures["right_among_familiar"], 3), stage
+    right, familiar, right_among = predict.MEASURED_ELSEWHERE["train_cnn"]
+    text = predict.note(97.5, 1.0, "train_cnn")
+    assert f"right on {right:.0%}" in text and f"right on {right_among:.0%} of those" in text
+    assert "familiar is no promise of right" in text and "studies/README.md" not in predict.note(97.5, 1.0, None)
