@@ -163,9 +163,9 @@ def risk_coverage(score: np.ndarray, right: np.ndarray) -> list[dict]:
     return [
         {
             "accepted": k,
-            "coverage": k / len(order),
-            "right_among_accepted": float(hits[k - 1] / k),
-            "score": float(score[order][k - 1]),
+            "coverage": round(k / len(order), 6),
+            "right_among_accepted": round(float(hits[k - 1] / k), 6),
+            "score": round(float(score[order][k - 1]), 6),
         }
         for k in range(1, len(order) + 1)
     ]
