@@ -258,3 +258,18 @@ def test_the_percentile_is_a_checked_parameter():
     assert parse_params({"familiarity": {"percentile": 99}}).familiarity.percentile == 99.0
     with pytest.raises(PipelineError, match="familiarity.percentile = 100"):
         parse_params({"familiarity": {"percentile": 100}})
+
+
+def test_evaluate_counts_right_answers_among_the_photos_called_familiar(tiny_layout, one_thread):
+    model = train_tiny_final_model()
+    pixels, digits = tiny_layout.pixels[tiny_layout.test], tiny_layout.labels[tiny_layout.test]
+    result = measure_familiarity(model, pixels, digits, percentile=80.0)
+    x = to_inputs(pixels)
+    familiar = model.familiarity_scores(x) <= model.familiarity.threshold(80.0)
+    with torch.inference_mode():
+        right = model(x).argmax(dim=1).numpy() == digits
+    clean = result.rows[0]
+    assert list(clean) == list(SHIFT_COLUMNS)
+    assert clean["right_among_familiar"] == pytest.approx(right[familiar].mean())
+    assert clean["flagged"] == pytest.approx(1 - familiar.mean())
+    assert all(r["right_among_familiar"] == "" for r in result.rows if r["flagged"] == 1.0)  # none to count
