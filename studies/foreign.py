@@ -171,7 +171,7 @@ def risk_coverage(score: np.ndarray, right: np.ndarray) -> list[dict]:
     ]
 
 
-def study(path: Path, out: Path, models: tuple[str, ...]) -> dict:
+def study(path: Path, models: tuple[str, ...]) -> dict:
     prepared = load_prepared(paths.PREPARED)
     test_idx = load_split(paths.SPLIT, len(prepared.labels))["test"]
     _, _, val_pixels, _ = load_train_val()
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     path = smoke_photos(args.path) if args.smoke else args.path
     if not path.exists():
         sys.exit(f"error: {path}: no such file or folder")
-    results = study(path, args.out, tuple(args.models))
+    results = study(path, tuple(args.models))
     if not results["models"]:
         sys.exit(f"error: none of {', '.join(args.models)} is trained here (models/): run `dvc repro` first")
     write_outputs(results, args.out)
