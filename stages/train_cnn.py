@@ -1,6 +1,7 @@
 """train_cnn: a small convolutional network beside the study's models, with its own familiarity check.
 
-Its settings are its own params.yaml section (channels, training keys, familiarity_components), so
+Its settings are its own params.yaml section (channels, training keys, familiarity_components and
+composite: its training photos laid on random backgrounds, so it reads photos taken elsewhere), so
 `dvc exp run -S lr=...` never retrains it. The recipe was chosen by signer-grouped cross-validation
 (studies/choose_cnn.py).
 """
@@ -13,7 +14,12 @@ def main(params):
 
     cnn = params.train_cnn
     train_stage(
-        "train_cnn", cnn.model, params.runtime, familiarity_components=cnn.familiarity_components, channels=cnn.channels
+        "train_cnn",
+        cnn.model,
+        params.runtime,
+        familiarity_components=cnn.familiarity_components,
+        channels=cnn.channels,
+        backgrounds=cnn.composite,
     )
 
 

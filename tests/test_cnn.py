@@ -18,7 +18,7 @@ import torch
 
 from signdigits.core import paths
 from signdigits.core.files import read_json
-from signdigits.core.params import Augment, Runtime, TrainParams
+from signdigits.core.params import Augment, Composite, Runtime, TrainParams
 from signdigits.training.engine import Part, evaluate, train
 from signdigits.training.model import describe
 from signdigits.training.model_file import load_model, model_bytes
@@ -82,12 +82,13 @@ def test_a_cnn_file_records_its_kind_and_round_trips_bitwise(tmp_path):
 
 def test_the_stage_writes_a_cnn_with_its_own_familiarity_check(tiny_layout):
     metrics = train_stage("train_cnn", dataclasses.replace(CNN, augment=Augment()), Runtime(device="cpu", threads=1),
-                          familiarity_components=5, channels=(4,))  # fmt: skip
+                          familiarity_components=5, channels=(4,), backgrounds=Composite(0.3, 0.5, 1.5))  # fmt: skip
     model = load_model(paths.model_path("train_cnn"))
     assert model.arch.kind == "cnn" and model.familiarity is not None
     assert model.familiarity.pixels.normalize_images is True  # the CNN's own setting
     assert model.familiarity.feature_whitening.shape == (64, 64)  # its own features: 4 channels x 4x4 pooled
     assert metrics["config"]["channels"] == [4] and metrics["config"]["network"] == "8x8-c4-64-10"
+    assert metrics["config"]["composite"] == {"share": 0.3, "zoom_share": 0.5, "zoom_out": 1.5}  # what it trained with
     assert read_json(paths.metrics_path("train_cnn"))["config"] == metrics["config"]
 
 

@@ -106,6 +106,10 @@ ERRORS = {
     "unknown key in exp2": ({"exp2.lrs": [0.1]}, ["unknown key exp2.lrs", "lr", "jobs"]),
     "unknown key in augment": ({"augment.flip": 1}, ["unknown key augment.flip", "shift", "rotate", "scale"]),
     "unknown key in runtime": ({"runtime.gpu": True}, ["unknown key runtime.gpu", "device", "threads"]),
+    "unknown key in composite": (
+        {"train_cnn.composite.zoom": 2},
+        ["unknown key train_cnn.composite.zoom", "share", "zoom_out", "zoom_share"],
+    ),
     # wrong types
     "int given a word": ({"epochs": "ten"}, ["epochs = 'ten'", "must be an integer"]),
     "int given a float": ({"train_base.batch_size": 32.5}, ["train_base.batch_size = 32.5", "must be an integer"]),
@@ -129,6 +133,11 @@ ERRORS = {
     "hidden width 0": ({"train_exp1.hidden": [256, 0]}, ["train_exp1.hidden = [256, 0]", "must be >= 1"]),
     "threads 0": ({"runtime.threads": 0}, ["runtime.threads = 0", "must be >= 1"]),
     "augment rotate": ({"augment.rotate": 270}, ["augment.rotate = 270.0", "must be <= 180"]),
+    "composite share": ({"train_cnn.composite.share": 1.5}, ["train_cnn.composite.share = 1.5", "must be <= 1"]),
+    "composite zoom_out": (
+        {"train_cnn.composite.zoom_out": 0.5},
+        ["train_cnn.composite.zoom_out = 0.5", "must be >= 1"],
+    ),
     "split fraction 0": ({"split.val": 0.0}, ["split.val = 0.0", "must be > 0"]),
     "negative seed": ({"split.seed": -1}, ["split.seed = -1", "must be >= 0"]),
     "bootstrap too few": ({"evaluate.bootstrap": 5}, ["evaluate.bootstrap = 5", "must be >= 10"]),

@@ -129,11 +129,30 @@ class BinaryParams:
 
 
 @dataclass(frozen=True)
+class Composite:
+    """Training photos on random backgrounds (training/composite.py): the hand cut out of its wall.
+
+    `share` of each batch's photos get a random smooth background; of those, `zoom_share` are first
+    made up to `zoom_out` times smaller at a random place. share 0: off.
+    """
+
+    share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_out: float = _opt(1.0, ge=1.0, le=4.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.share > 0
+
+
+@dataclass(frozen=True)
 class CNNParams:
-    """train_cnn: the conv blocks' channels and its own familiarity check's components beside a training run's keys."""
+    """train_cnn: the conv blocks' channels, its own familiarity check's components and its backgrounds
+    beside a training run's keys."""
 
     channels: tuple[int, ...] = _opt((16, 32, 64), ge=1, le=MAX_CHANNELS, min_len=1)
     familiarity_components: int = _opt(60, ge=1, le=4096)
+    composite: Composite = field(default_factory=Composite)
     model: TrainParams = field(default_factory=TrainParams)
 
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels, pin_convolutions
 from signdigits.core.limits import usable_cores
-from signdigits.core.params import Runtime, TrainParams
+from signdigits.core.params import Composite, Runtime, TrainParams
 from signdigits.training import optim
+from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import Arch, Classifier, Network
 
@@ -100,21 +101,27 @@ def train(
     classes: list[int],
     name: str = "model",
     channels: tuple[int, ...] = (),
+    backgrounds: Composite | None = None,
 ) -> TrainResult:
     """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier.
 
     With `channels`, each network is a CNN with those conv blocks before its dense layers (model.Arch);
-    the loop, schedules, augmentation and history are the same for both kinds.
+    the loop, schedules, augmentation and history are the same for both kinds. With `backgrounds`
+    enabled, training photos are also laid on random backgrounds (training/composite.py).
     """
     image_size = math.isqrt(train_data.x.shape[1])
     arch = make_arch(cfg, image_size, len(classes), channels)
     inputs = normalize_each_image(train_data.x) if cfg.normalize_images else train_data.x
     mean = inputs.mean(dim=0)  # per-pixel statistics of the training part only
     std = inputs.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
+    backgrounds = backgrounds if backgrounds is not None and backgrounds.enabled else None
+    masks = hand_masks(train_data.x, image_size) if backgrounds else None
     members, results = [], []
     for k in range(cfg.ensemble):
         tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
-        member, result = _train_member(cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag)
+        member, result = _train_member(
+            cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag, backgrounds, masks
+        )
         members.append(member)
         results.append(result)
     first = results[0]  # its history and epochs stand for the ensemble
@@ -128,7 +135,9 @@ def make_arch(cfg: TrainParams, image_size: int, n_classes: int, channels: tuple
     return Arch(image_size, cfg.hidden, n_classes, cfg.dropout, cfg.normalize_images, kind, tuple(channels))
 
 
-def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tuple[Network, TrainResult]:
+def _train_member(
+    cfg, seed, arch, mean, std, train_data, val_data, tag, backgrounds=None, masks=None
+) -> tuple[Network, TrainResult]:
     torch.manual_seed(seed)  # weights and dropout
     order_rng = torch.Generator().manual_seed(seed)  # batch order and augmentation, on the CPU
     device = train_data.x.device
@@ -148,6 +157,8 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
         for start in range(0, len(order), cfg.batch_size):
             batch = order[start : start + cfg.batch_size]
             x, y = train_data.x[batch], train_data.y[batch]
+            if backgrounds:
+                x = composite(x, masks[batch], arch.image_size, backgrounds, order_rng)
             if cfg.augment.enabled:
                 x = augment(x, arch.image_size, cfg.augment, order_rng)
             logits = net(x)

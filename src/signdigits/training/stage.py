@@ -13,7 +13,7 @@ from signdigits.core.data import load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import require_memory, training_bytes
-from signdigits.core.params import Runtime, TrainParams
+from signdigits.core.params import Composite, Runtime, TrainParams
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import ModelCheck, fit_familiarity, fit_model_check, require_components_fit
 from signdigits.training.model import describe
@@ -57,12 +57,14 @@ def train_stage(
     classes: tuple[int, ...] = tuple(range(10)),
     familiarity_components: int = 0,
     channels: tuple[int, ...] = (),
+    backgrounds: Composite | None = None,
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
-    familiarity check fitted on the same training images and the trained network. With channels, the network is a CNN.
+    familiarity check fitted on the same training images and the trained network. With channels, the
+    network is a CNN; with backgrounds, its training photos are also laid on random backgrounds (training/composite.py).
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -76,13 +78,18 @@ def train_stage(
     if familiarity_components:
         require_components_fit(familiarity_components, n_train, inputs)
     started = time.perf_counter()
-    result = train(cfg, data.train, data.val, data.classes, name, channels)
+    result = train(cfg, data.train, data.val, data.classes, name, channels, backgrounds)
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
         result.model.familiarity = fit_check(result.model, data, cfg.normalize_images, familiarity_components)
     metrics = {
-        "config": {**settings(cfg, channels), "classes": data.classes, "network": describe(result.model.arch)},
+        "config": {
+            **settings(cfg, channels),
+            **({"composite": asdict(backgrounds)} if backgrounds is not None else {}),
+            "classes": data.classes,
+            "network": describe(result.model.arch),
+        },
         "train": _loss_and_accuracy(result.model, data.train),
         "val": _loss_and_accuracy(result.model, data.val),
         "epochs_run": result.epochs_run,

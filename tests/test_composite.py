@@ -1,0 +1,119 @@
+"""Training photos on random backgrounds (training/composite.py, issue 32): masks, compositing, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from signdigits.core.params import Composite, TrainParams
+from signdigits.training.composite import composite, hand_masks, otsu_levels
+from signdigits.training.engine import Part, train
+from signdigits.training.inputs import to_inputs
+
+SIZE = 16
+CPU = torch.device("cpu")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def light_wall_photos(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 photos like the dataset's: a light wall much darker towards the corners, a darker hand (a block
+    at a random place, some texture on it); and each photo's hand as a boolean mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] - (SIZE - 1) / 2
+    wall = 235 - 95 * (yy**2 + xx**2) / (2 * ((SIZE - 1) / 2) ** 2)  # 235 in the centre, 140 in the corners
+    photos, hands = [], []
+    for _ in range(n):
+        top, left = rng.integers(2, SIZE // 2, size=2)
+        hand = np.zeros((SIZE, SIZE), bool)
+        hand[top : top + SIZE // 3, left : left + SIZE // 3] = True
+        hand[top + SIZE // 3 :, left + 1 : left + SIZE // 3 - 1] = True  # an arm down to the edge
+        level = rng.uniform(70, 120) + rng.normal(0, 8, size=(SIZE, SIZE))
+        photos.append(np.clip(np.where(hand, level, wall + rng.normal(0, 3, size=(SIZE, SIZE))), 0, 255))
+        hands.append(hand)
+    return np.rint(photos).astype(np.uint8), np.array(hands)
+
+
+def test_otsu_splits_two_levels_between_them():
+    rows = np.array([[10] * 5 + [200] * 11, [50] * 8 + [60] * 8], dtype=np.int64)
+    levels = otsu_levels(rows)
+    assert 10 <= levels[0] < 200 and 50 <= levels[1] < 60
+
+
+def test_mask_covers_the_hand_and_not_the_darker_corners_of_the_wall():
+    photos, hands = light_wall_photos(40)
+    masks = hand_masks(to_inputs(photos), SIZE).view(-1, SIZE, SIZE).numpy()
+    assert masks.shape == (40, SIZE, SIZE) and masks.min() >= 0 and masks.max() <= 1
+    inner_hand = hands & np.roll(hands, 1, 1) & np.roll(hands, -1, 1) & np.roll(hands, 1, 2) & np.roll(hands, -1, 2)
+    assert masks[inner_hand].mean() > 0.95  # the hand, away from its soft edge
+    wall = ~(hands | np.roll(hands, 1, 1) | np.roll(hands, -1, 1) | np.roll(hands, 1, 2) | np.roll(hands, -1, 2))
+    assert masks[wall].mean() < 0.05
+    corners = np.zeros((SIZE, SIZE), bool)
+    corners[[0, 0, -1, -1], [0, -1, 0, -1]] = True
+    assert masks[:, corners][wall[:, corners]].max() < 0.5  # the darker corners stay wall
+
+
+def batch(n: int = 12, seed: int = 0):
+    photos, _ = light_wall_photos(n, seed)
+    x = to_inputs(photos)
+    return x, hand_masks(x, SIZE)
+
+
+def test_composite_keeps_shape_and_range_and_changes_only_the_chosen_photos():
+    x, masks = batch()
+    out = composite(
+        x, masks, SIZE, Composite(share=0.5, zoom_share=0.5, zoom_out=1.8), torch.Generator().manual_seed(0)
+    )
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    changed = (out != x).any(dim=1)
+    assert 0 < changed.sum() < len(x)  # about half of them
+    assert torch.equal(composite(x, masks, SIZE, Composite(share=0.0), torch.Generator().manual_seed(0)), x)
+
+
+def test_composited_photo_keeps_the_hand_and_replaces_the_wall():
+    x, masks = batch()
+    out = composite(x, masks, SIZE, Composite(share=1.0), torch.Generator().manual_seed(3))
+    hand, wall = masks == 1, masks == 0
+    assert torch.allclose(out[hand], x[hand], atol=1e-5)  # the hand's own pixels, unchanged
+    assert (out[wall] - x[wall]).abs().mean() > 0.1  # the wall gone: a random background instead
+
+
+def test_zooming_out_makes_the_hand_smaller():
+    _, masks = batch()
+    cfg = Composite(share=1.0, zoom_share=1.0, zoom_out=2.0)
+
+    def placed(level: float) -> torch.Tensor:  # every photo all `level`, on the same backgrounds
+        return composite(torch.full_like(masks, level), masks, SIZE, cfg, torch.Generator().manual_seed(0))
+
+    placed_masks = placed(1.0) - placed(0.0)  # mask * 1 + (1 - mask) * background, minus the same with 0
+    assert placed_masks.min() >= -1e-6
+    assert placed_masks.sum() < 0.8 * masks.sum()  # 1 to 2 times smaller: 1/4 to 1 of the area
+
+
+def test_same_seed_same_bits_other_seed_other_backgrounds():
+    x, masks = batch()
+    cfg = Composite(share=0.7, zoom_share=0.5, zoom_out=1.8)
+    first = composite(x, masks, SIZE, cfg, torch.Generator().manual_seed(7))
+    assert torch.equal(first, composite(x, masks, SIZE, cfg, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, composite(x, masks, SIZE, cfg, torch.Generator().manual_seed(8)))
+
+
+def test_training_with_backgrounds_is_reproducible_and_differs_from_without():
+    photos, _ = light_wall_photos(32)
+    labels = np.arange(32) % 2
+    data = Part.from_arrays(photos, labels, CPU)
+    cfg = TrainParams(hidden=(), batch_size=8, epochs=2, optimizer="adamw", lr=0.003, normalize_images=True)
+    backgrounds = Composite(share=0.7, zoom_share=0.5, zoom_out=1.8)
+
+    def weights(**kwargs):
+        model = train(dataclasses.replace(cfg), data, data, [0, 1], channels=(4,), **kwargs).model
+        return torch.cat([p.flatten() for p in model.state_dict().values() if p.is_floating_point()])
+
+    with_backgrounds = weights(backgrounds=backgrounds)
+    assert torch.equal(with_backgrounds, weights(backgrounds=backgrounds))
+    assert not torch.equal(with_backgrounds, weights())
+    assert torch.equal(weights(), weights(backgrounds=Composite()))  # share 0: the loop as before
