@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from signdigits.core import paths
-from signdigits.core.files import csv_text, write_text_atomic
+from signdigits.core.files import csv_text, rounded, write_text_atomic
 from signdigits.reporting.metrics import roc_auc
 from signdigits.training.inputs import to_inputs
 from signdigits.training.model import Classifier
@@ -128,8 +128,9 @@ def measure_familiarity(
     def row(name: str, scores: np.ndarray, right: np.ndarray, auc: float | str) -> dict:
         familiar = scores <= threshold
         among = float(right[familiar].mean()) if familiar.any() else ""  # empty: not one photo called familiar
-        return {"shift": name, "images": len(scores), "flagged": float((~familiar).mean()), "roc_auc": auc,
-                "accuracy": float(right.mean()), "right_among_familiar": among}  # fmt: skip
+        # rounded as the CSV keeps them, so the report built from these rows is the one its CSV rebuilds
+        return rounded({"shift": name, "images": len(scores), "flagged": float((~familiar).mean()), "roc_auc": auc,
+                        "accuracy": float(right.mean()), "right_among_familiar": among})  # fmt: skip
 
     clean_scores, clean_right = measure(pixels)
     rows, examples = [row("clean", clean_scores, clean_right, "")], [pixels[0]]
