@@ -106,7 +106,7 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     train, _, val, val_labels = load_train_val()
     model = load_model(paths.model_path(paths.FINAL_MODEL))
-    check = model.familiarity  # fitted by train_best on the same training part
+    check = model.familiarity.pixels  # the pixel score, fitted by train_best on the same training part
     train_statistics = photo_statistics(to_inputs(train))
     mean, std = train_statistics.mean(axis=0), train_statistics.std(axis=0)
 

@@ -281,3 +281,13 @@ def load_script(path: Path):
     module = module_from_spec(spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
+
+
+def fit_check(model, train_x, train_y, val_x, normalize_images: bool, components: int):
+    """A model's familiarity check fitted as training/stage.py fits it, from given training and validation pixels."""
+    from signdigits.training.familiarity import fit_familiarity, fit_model_check
+
+    pixel_check = fit_familiarity(train_x, val_x, normalize_images, components)
+    train_features, _ = model.signals(train_x)
+    val_features, val_top = model.signals(val_x)
+    return fit_model_check(pixel_check, train_features, np.asarray(train_y), val_x, val_features, val_top)

@@ -85,7 +85,8 @@ def test_the_stage_writes_a_cnn_with_its_own_familiarity_check(tiny_layout):
                           familiarity_components=5, channels=(4,), backgrounds=Composite(0.3, 0.5, 1.5))  # fmt: skip
     model = load_model(paths.model_path("train_cnn"))
     assert model.arch.kind == "cnn" and model.familiarity is not None
-    assert model.familiarity.normalize_images is True  # the CNN's own setting
+    assert model.familiarity.pixels.normalize_images is True  # the CNN's own setting
+    assert model.familiarity.feature_whitening.shape == (64, 64)  # its own features: 4 channels x 4x4 pooled
     assert metrics["config"]["channels"] == [4] and metrics["config"]["network"] == "8x8-c4-64-10"
     assert metrics["config"]["composite"] == {"share": 0.3, "zoom_share": 0.5, "zoom_out": 1.5}  # what it trained with
     assert read_json(paths.metrics_path("train_cnn"))["config"] == metrics["config"]

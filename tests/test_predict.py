@@ -36,10 +36,10 @@ def photo_repo(tiny_layout, one_thread, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     photos = tmp_path / "photos"
     photos.mkdir()
-    train_scores = model.familiarity.scores(to_inputs(tiny_layout.pixels[:60]))
+    train_scores = model.familiarity_scores(to_inputs(tiny_layout.pixels[:60]))
     familiar = tiny_layout.pixels[int(np.argmin(train_scores))]
     odd = (255 - tiny_layout.pixels[:60].mean(axis=0)).astype(np.uint8)  # the training photos' negative
-    assert model.familiarity.scores(to_inputs(odd[None]))[0] > model.familiarity.threshold(90.0)
+    assert model.familiarity_scores(to_inputs(odd[None]))[0] > model.familiarity.threshold(90.0)
     Image.fromarray(familiar).save(photos / "a_familiar.png")
     Image.fromarray(odd).save(photos / "b_negative.png")
     (photos / "notes.txt").write_text("not an image, and not picked up from a folder")
@@ -176,15 +176,16 @@ def test_predict_runs_from_any_folder_with_a_model(photo_repo, tmp_path_factory)
 def model_file(tmp_path_factory):
     """A real, small model file: 16x16 pixels, one hidden layer of 8, ten classes, a familiarity check."""
     import torch
+    from helpers import fit_check
 
-    from signdigits.training.familiarity import fit_familiarity
     from signdigits.training.model import Arch, Classifier, Network
     from signdigits.training.model_file import save_model
 
     torch.manual_seed(0)
     arch = Arch(image_size=16, hidden=(8,), n_classes=10, dropout=0.0)
     model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(256), torch.ones(256))])
-    model.familiarity = fit_familiarity(torch.rand(40, 256), torch.rand(20, 256), normalize_images=False, components=4)
+    train_x, val_x = torch.rand(40, 256), torch.rand(20, 256)
+    model.familiarity = fit_check(model, train_x, np.arange(40) % 10, val_x, normalize_images=False, components=4)
     return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from signdigits.core import paths
-from signdigits.core.files import csv_text, write_text_atomic
+from signdigits.core.files import csv_text, rounded, write_text_atomic
 from signdigits.reporting.metrics import roc_auc
 from signdigits.training.inputs import to_inputs
 from signdigits.training.model import Classifier
 
-SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy")
+SHIFT_COLUMNS = ("shift", "images", "flagged", "roc_auc", "accuracy", "right_among_familiar")  # the last: issue 32
 
 
 def _dark_background(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +110,8 @@ class FamiliarityResult:
 def measure_familiarity(
     model: Classifier, pixels: np.ndarray, digits: np.ndarray, percentile: float
 ) -> FamiliarityResult:
-    """Share flagged, ROC AUC against the clean photos and the model's accuracy, clean and per shift.
+    """Share flagged, ROC AUC against the clean photos, the model's accuracy, and its accuracy on the photos
+    the check calls familiar, clean and per shift.
 
     pixels: the test photos, uint8 (n, size, size); digits: their true digits.
     """
@@ -118,23 +119,26 @@ def measure_familiarity(
     threshold = check.threshold(percentile)
     device = next(model.parameters()).device
 
-    def measure(images: np.ndarray) -> tuple[np.ndarray, float]:
+    def measure(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = to_inputs(images)
         with torch.inference_mode():
             predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
-        return check.scores(x), float((np.array(model.classes)[predicted] == digits).mean())
+        return model.familiarity_scores(x), np.array(model.classes)[predicted] == digits
 
-    def row(name: str, scores: np.ndarray, accuracy: float, auc: float | str) -> dict:
-        flagged = float((scores > threshold).mean())
-        return {"shift": name, "images": len(scores), "flagged": flagged, "roc_auc": auc, "accuracy": accuracy}
+    def row(name: str, scores: np.ndarray, right: np.ndarray, auc: float | str) -> dict:
+        familiar = scores <= threshold
+        among = float(right[familiar].mean()) if familiar.any() else ""  # empty: not one photo called familiar
+        # rounded as the CSV keeps them, so the report built from these rows is the one its CSV rebuilds
+        return rounded({"shift": name, "images": len(scores), "flagged": float((~familiar).mean()), "roc_auc": auc,
+                        "accuracy": float(right.mean()), "right_among_familiar": among})  # fmt: skip
 
-    clean_scores, clean_accuracy = measure(pixels)
-    rows, examples = [row("clean", clean_scores, clean_accuracy, "")], [pixels[0]]
+    clean_scores, clean_right = measure(pixels)
+    rows, examples = [row("clean", clean_scores, clean_right, "")], [pixels[0]]
     for name in SHIFTS:
         images = shifted(name, pixels)
-        scores, accuracy = measure(images)
+        scores, right = measure(images)
         is_shifted = np.r_[np.zeros(len(clean_scores), bool), np.ones(len(scores), bool)]
-        rows.append(row(name, scores, accuracy, roc_auc(is_shifted, np.r_[clean_scores, scores])))
+        rows.append(row(name, scores, right, roc_auc(is_shifted, np.r_[clean_scores, scores])))
         examples.append(images[0])
     headline = {
         "test_flagged": rows[0]["flagged"],

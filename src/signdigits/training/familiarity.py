@@ -16,13 +16,26 @@ images' scale so that none dominates:
 On shifted and re-backgrounded validation photos this sum flagged every shift and the fewest right
 answers among the combinations tried (studies/choose_familiarity.py).
 
+That pixel score is blind to the network: photos of a hand on a plain wall by another person pass
+it and are read wrong (issue 32). So the check a model carries (`ModelCheck`) adds two of the
+network's own signals, fitted on the same training photos:
+- the Mahalanobis distance of the network's penultimate features from the nearest class mean
+  (one covariance shared by the classes, from the training features): inputs the network
+  represents unlike any digit it learned;
+- one minus the top probability: where the network itself is unsure.
+Each signal is put on the validation photos' scale (z-score) and the score is the largest of the
+three, so one strong signal is not diluted by two quiet ones. studies/foreign.py measures it on
+photos from elsewhere (studies/README.md).
+
 The threshold is a percentile of the validation photos' scores, kept with the check, so that
 changing the percentile never retrains anything: predict and evaluate apply it.
 
 Everything here computes in float64 numpy, not torch, so that every x86-64 CPU stores the same bits:
 torch sends float64 matrix products and decompositions to MKL's BLAS and LAPACK, and elementwise
 square roots and logs to MKL's vector math, whose results differ between Intel and AMD processors
-(docs/reproducibility.md, "Why the same bits").
+(docs/reproducibility.md, "Why the same bits"). The network's features and probabilities come from
+its float32 forward pass (as reproducible as its outputs); all the check's own arithmetic on them
+(covariance, whitening, distances) is float64 numpy too.
 """
 
 from __future__ import annotations
@@ -180,3 +193,84 @@ def _on_openblas(function, *args, **kwargs):
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b in float64 through `_on_openblas`."""
     return _on_openblas(np.matmul, a, b)
+
+
+CHECK_VERSION = 2  # inside the model file's "familiarity": 2 adds the network's signals (1: pixels only, unmarked)
+SIGNALS = ("pixels", "features", "unsure")  # the pixel score, the feature distance, one minus the top probability
+
+
+@dataclass
+class ModelCheck:
+    """A model's familiarity check: the pixel score and the network's own signals, each standardised on
+    the validation photos, combined as their maximum (float64)."""
+
+    pixels: Familiarity
+    feature_means: np.ndarray  # (classes, f) each class's mean penultimate features, whitened
+    feature_whitening: np.ndarray  # (f, f) maps features to coordinates of unit shared class covariance
+    signal_mean: np.ndarray  # (3,) mean of each signal on the validation photos
+    signal_std: np.ndarray  # (3,) their standard deviations
+    val_scores: np.ndarray  # (n_val,) combined scores of the validation photos: where the threshold comes from
+
+    def signals(self, pixels, features, top_probability) -> np.ndarray:
+        """(n, 3) raw signals: pixel score, log distance to the nearest class in feature space, 1 - top probability.
+
+        pixels: flattened, in [0, 1]; features: (n, f) the network's penultimate features; top_probability: (n,).
+        """
+        whitened = _matmul(_float64(features), self.feature_whitening)
+        nearest = np.min([np.square(whitened - mean).sum(axis=1) for mean in self.feature_means], axis=0)
+        distance = 0.5 * np.log(np.maximum(nearest, 1e-24))
+        return np.stack([self.pixels.scores(pixels), distance, 1.0 - _float64(top_probability)], axis=1)
+
+    def scores(self, pixels, features, top_probability) -> np.ndarray:
+        """One number per image: the largest of its validation-standardised signals (higher: less familiar)."""
+        return ((self.signals(pixels, features, top_probability) - self.signal_mean) / self.signal_std).max(axis=1)
+
+    def threshold(self, percentile: float) -> float:
+        """Scores above this are unfamiliar: `percentile` percent of the validation photos lie at or below it."""
+        return float(np.percentile(self.val_scores, percentile))
+
+    def to_payload(self) -> dict:
+        arrays = {name: torch.from_numpy(getattr(self, name)) for name in MODEL_ARRAYS}
+        return {"version": CHECK_VERSION, "pixels": self.pixels.to_payload(), **arrays}
+
+    @classmethod
+    def from_payload(cls, payload: dict, n_classes: int, n_features: int) -> ModelCheck:
+        """The check from a model file, its shapes checked against the network's classes and feature width."""
+        if payload.get("version") != CHECK_VERSION:
+            raise ValueError(f"familiarity check of version {payload.get('version', 1)!r}, expected {CHECK_VERSION}")
+        arrays = (payload[name].to(torch.float64).numpy() for name in MODEL_ARRAYS)
+        check = cls(Familiarity.from_payload(payload["pixels"]), *arrays)
+        shapes = [getattr(check, name).shape for name in MODEL_ARRAYS[:-1]]
+        expected = [(n_classes, n_features), (n_features, n_features), (3,), (3,)]
+        if shapes != expected or check.val_scores.ndim != 1:
+            raise ValueError(f"familiarity check of inconsistent shapes {shapes}, expected {expected} and scores")
+        return check
+
+
+MODEL_ARRAYS = tuple(field.name for field in fields(ModelCheck)[1:])  # every field but the pixel check
+
+
+def fit_model_check(
+    pixel_check: Familiarity, train_features, train_labels, val_pixels, val_features, val_top_probability
+) -> ModelCheck:
+    """The network's signals fitted on the training features; every signal standardised on the validation photos.
+
+    Features: the network's penultimate features (n, f) of the training and validation photos; labels: the
+    training photos' class indices 0..k-1; val_top_probability: the network's top probability per val photo.
+    """
+    features, labels = _float64(train_features), np.asarray(train_labels)
+    classes = np.unique(labels)
+    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+    residuals = features - means[np.searchsorted(classes, labels)]
+    covariance = _matmul(residuals.T, residuals) / max(len(features) - len(classes), 1)
+    # a small ridge: a unit silent on every training photo still gets a finite (large) scale
+    covariance += np.eye(len(covariance)) * 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
+    variances, axes = _on_openblas(np.linalg.eigh, covariance)
+    axes = axes * np.where(axes.sum(axis=0) < 0, -1.0, 1.0)  # a fixed sign per axis
+    whitening = axes / np.sqrt(np.maximum(variances, 1e-12))
+    unscaled = {"signal_mean": np.zeros(3), "signal_std": np.ones(3), "val_scores": np.empty(0)}
+    check = ModelCheck(pixel_check, _matmul(means, whitening), whitening, **unscaled)
+    signals = check.signals(val_pixels, val_features, val_top_probability)
+    check.signal_mean, check.signal_std = signals.mean(axis=0), np.maximum(signals.std(axis=0, ddof=1), 1e-6)
+    check.val_scores = check.scores(val_pixels, val_features, val_top_probability)
+    return check

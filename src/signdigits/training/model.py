@@ -17,7 +17,9 @@ from signdigits.core.limits import conv_sides
 from signdigits.training.inputs import normalize_each_image
 
 if TYPE_CHECKING:
-    from signdigits.training.familiarity import Familiarity
+    import numpy as np
+
+    from signdigits.training.familiarity import ModelCheck
 
 KINDS = ("mlp", "cnn")
 
@@ -83,15 +85,28 @@ class Network(nn.Module):
             x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
         return self.layers(x)
 
+    def penultimate(self, pixels: torch.Tensor) -> torch.Tensor:
+        """What the last linear layer reads: forward's steps up to it (for the familiarity check)."""
+        if self.normalize_images:
+            pixels = normalize_each_image(pixels)
+        x = (pixels - self.mean) / self.std
+        if hasattr(self, "features"):
+            x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
+        return self.layers[:-1](x)
+
+    @property
+    def feature_width(self) -> int:
+        return self.layers[-1].in_features
+
 
 class Classifier(nn.Module):
     """One or more networks; with several, the logits are the log of their mean probabilities.
 
     `familiarity` (None unless the training stage fits it) scores how unlike the training photos an
-    input is; it never changes the logits.
+    input is, from its pixels and the networks' own signals (`familiarity_scores`); it never changes the logits.
     """
 
-    def __init__(self, arch: Arch, classes: list[int], members: list[Network], familiarity: Familiarity | None = None):
+    def __init__(self, arch: Arch, classes: list[int], members: list[Network], familiarity: ModelCheck | None = None):
         super().__init__()
         self.arch = arch
         self.classes = list(classes)
@@ -103,6 +118,27 @@ class Classifier(nn.Module):
             return self.members[0](pixels)
         probs = torch.stack([m(pixels).softmax(dim=1) for m in self.members]).mean(dim=0)
         return probs.clamp_min(1e-12).log()
+
+    def signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The familiarity check's view of the network, on the CPU: every member's penultimate features side
+        by side (n, members x width), and the top probability (n,). Inference mode; the model stays as it was."""
+        was_training, device = self.training, next(self.parameters()).device
+        self.eval()
+        with torch.inference_mode():
+            x = pixels.to(device)
+            features = torch.cat([m.penultimate(x) for m in self.members], dim=1)
+            top = self(x).softmax(dim=1).max(dim=1).values
+        self.train(was_training)
+        return features.cpu(), top.cpu()
+
+    @property
+    def feature_width(self) -> int:
+        return sum(m.feature_width for m in self.members)
+
+    def familiarity_scores(self, pixels: torch.Tensor) -> np.ndarray:
+        """The familiarity check's score of each input (flattened pixels in [0, 1]): higher is less familiar."""
+        features, top = self.signals(pixels)
+        return self.familiarity.scores(pixels, features, top)
 
 
 def describe(arch: Arch) -> str:

@@ -5,8 +5,9 @@ read with `torch.load(weights_only=True)`, so loading never runs code from the f
 architecture, the class labels, and one state dict per ensemble member; the per-pixel
 standardisation lives in the network as buffers, so prediction needs only pixels in [0, 1].
 The final model and train_cnn also carry their familiarity check (training/familiarity.py) as plain
-tensors, so that one file gives predict everything it needs. A CNN's architecture records its kind and
-channels; a file without them holds a fully-connected network.
+tensors, so that one file gives predict everything it needs; the check has its own version inside it
+(a file whose check predates the network's signals is refused with a line that says so). A CNN's
+architecture records its kind and channels; a file without them holds a fully-connected network.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import FORMAT_VERSION, digest_text, require_file, write_bytes_atomic
-from signdigits.training.familiarity import Familiarity
+from signdigits.training.familiarity import CHECK_VERSION, ModelCheck
 from signdigits.training.model import KINDS, Arch, Classifier, Network, describe
 
 
@@ -108,6 +109,12 @@ def load_model(
             f"{path}: not a signdigits model file of format {FORMAT_VERSION} (found {version!r}); "
             "retrain it with `dvc repro`"
         )
+    check = payload.get("familiarity")
+    if isinstance(check, dict) and check.get("version", 1) != CHECK_VERSION:
+        raise PipelineError(
+            f"{path}: its familiarity check is of version {check.get('version', 1)!r} (1: pixels only, before "
+            f"the check read the network), this code reads version {CHECK_VERSION}; retrain it with `dvc repro`"
+        )
     try:
         raw = payload["arch"]
         arch = Arch(
@@ -126,7 +133,7 @@ def load_model(
             member = Network(arch, state["mean"], state["std"])
             member.load_state_dict(state)
             members.append(member)
-        model = Classifier(arch, [int(c) for c in payload["classes"]], members, _familiarity(payload, arch))
+        model = Classifier(arch, [int(c) for c in payload["classes"]], members, _familiarity(payload, arch, members))
         if not members or len(model.classes) != arch.n_classes:
             raise ValueError(f"{len(members)} networks and {len(model.classes)} classes for {arch.n_classes} outputs")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -141,10 +148,10 @@ def load_model(
     return model.to(device).eval()
 
 
-def _familiarity(payload: dict, arch: Arch) -> Familiarity | None:
+def _familiarity(payload: dict, arch: Arch, members: list[Network]) -> ModelCheck | None:
     if "familiarity" not in payload:
         return None
-    check = Familiarity.from_payload(payload["familiarity"])
-    if check.mean.shape != (arch.input_size,):
-        raise ValueError(f"familiarity check for {check.mean.shape[0]} pixels, network for {arch.input_size}")
+    check = ModelCheck.from_payload(payload["familiarity"], arch.n_classes, sum(m.feature_width for m in members))
+    if check.pixels.mean.shape != (arch.input_size,):
+        raise ValueError(f"familiarity check for {check.pixels.mean.shape[0]} pixels, network for {arch.input_size}")
     return check

@@ -16,7 +16,7 @@ from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import conv_sides, require_memory, training_bytes
 from signdigits.core.params import Composite, Runtime, TrainParams, shown
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
-from signdigits.training.familiarity import fit_familiarity, require_components_fit
+from signdigits.training.familiarity import ModelCheck, fit_familiarity, fit_model_check, require_components_fit
 from signdigits.training.model import describe
 from signdigits.training.model_file import save_model
 
@@ -75,8 +75,8 @@ def train_stage(
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
-    familiarity check fitted on the same training images. With channels, the network is a CNN;
-    with backgrounds, its training photos are also laid on random backgrounds (training/composite.py).
+    familiarity check fitted on the same training images and the trained network. With channels, the
+    network is a CNN; with backgrounds, its training photos are also laid on random backgrounds (training/composite.py).
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
@@ -95,9 +95,7 @@ def train_stage(
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
-        result.model.familiarity = fit_familiarity(
-            data.train.x, data.val.x, cfg.normalize_images, familiarity_components
-        )
+        result.model.familiarity = fit_check(result.model, data, cfg.normalize_images, familiarity_components)
     metrics = {
         "config": {
             **settings(cfg, channels),
@@ -118,6 +116,15 @@ def train_stage(
     write_json(paths.metrics_path(name), metrics)
     write_text_atomic(paths.history_path(name), csv_text(result.history, HISTORY_COLUMNS))
     return metrics
+
+
+def fit_check(model, data: StageData, normalize_images: bool, components: int) -> ModelCheck:
+    """The model's familiarity check: the pixel score and the network's signals, fitted on the training
+    part, standardised and thresholded on the validation part (training/familiarity.py)."""
+    pixel_check = fit_familiarity(data.train.x, data.val.x, normalize_images, components)
+    train_features, _ = model.signals(data.train.x)
+    val_features, val_top = model.signals(data.val.x)
+    return fit_model_check(pixel_check, train_features, data.train.y.cpu().numpy(), data.val.x, val_features, val_top)
 
 
 def params_prefix(name: str) -> str:
