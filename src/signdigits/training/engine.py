@@ -143,21 +143,22 @@ def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag) -> tupl
         lr = optimizer.param_groups[0]["lr"]
         net.train()
         order = _epoch_order(train_data.y, cfg.balanced, order_rng).to(device)
+        inputs, labels = (
+            _epoch_inputs(net, train_data.x[order], arch.image_size, cfg.augment, order_rng),
+            train_data.y[order],
+        )
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            x, y = train_data.x[batch], train_data.y[batch]
-            if cfg.augment.enabled:
-                x = augment(x, arch.image_size, cfg.augment, order_rng)
-            logits = net(x)
+            x, y = inputs[start : start + cfg.batch_size], labels[start : start + cfg.batch_size]
+            logits = net.head(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_batch:
                 scheduler.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(dim=1) == y).sum()
         train_loss = loss_sum.item() / len(order)
         if not math.isfinite(train_loss):
@@ -225,6 +226,19 @@ def _epoch_length(labels: torch.Tensor, balanced: bool) -> int:
         return len(labels)
     counts = torch.unique(labels.cpu(), return_counts=True)[1]
     return int(counts.max()) * len(counts)
+
+
+@torch.no_grad()
+def _epoch_inputs(net: Network, pixels: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torch.Tensor:
+    """The epoch's images, in its order, augmented and standardised in one go: what net.head reads.
+
+    Every image gets its own draws, in the order batch by batch would have drawn them, and both steps
+    work image by image, so the numbers are those of doing it batch by batch, in a few dozen kernel
+    calls an epoch instead of a few dozen a batch.
+    """
+    if cfg.enabled:
+        pixels = augment(pixels, image_size, cfg, rng)
+    return net.standardize(pixels)
 
 
 def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torch.Tensor:
