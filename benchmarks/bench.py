@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from signdigits.core.kernels import PORTABLE_ENV, pin_cpu_kernels
+from signdigits.core.kernels import PORTABLE_ENV, WAIT_ENV, pin_cpu_kernels
 from signdigits.core.params import Runtime, TrainParams, load_params
 from signdigits.devtools import git_clone, run, stages_run, venv_env
 
@@ -299,7 +299,7 @@ def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int, peak: floa
     clone = git_clone(REPO, scratch / "clone")
     run(["git", "checkout", "--quiet", rev], cwd=clone)
     env = {**venv_env(), "PYTHONPATH": str(clone / "src")}  # the clone's code
-    for name in PORTABLE_ENV:  # each stage pins what its params ask for
+    for name in (*PORTABLE_ENV, *WAIT_ENV, "OMP_WAIT_POLICY"):  # each stage pins what its params ask for
         env.pop(name, None)
     lr = load_params(clone / "params.yaml").final.lr
     results = {"rev": run(["git", "rev-parse", "--short", "HEAD"], cwd=clone).stdout.strip()}
@@ -338,6 +338,7 @@ def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int, peak: floa
 def report(r: dict) -> None:
     print(f"\n{r['machine']['cpu']}, {r['machine']['threads']} threads, torch {torch.__version__}, "
           f"load average {r['machine']['load_start']} -> {r['machine']['load_end']}")  # fmt: skip
+    print(f"this process's OpenMP wait: {r['machine']['openmp_wait']} (the e2e stages pin their own)")
     if "engine" in r:
         print(f"\n1. engine, exp1 network ({N_TRAIN} train + {N_VAL} val images), median epoch after the first")
     for batch, row in r.get("engine", {}).items():
@@ -403,6 +404,8 @@ def main(argv=None) -> None:
     threads = load_params(REPO / "params.yaml").runtime.threads
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     results = {"machine": {"cpu": cpu, "threads": threads, "load_start": os.getloadavg()}, "repeat": args.repeat}
+    wait = {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", *WAIT_ENV)}
+    results["machine"]["openmp_wait"] = " ".join(f"{k}={v}" for k, v in wait.items() if v is not None)
     parts = set(args.parts.split(","))
     if "engine" in parts:
         results["engine"] = {}
