@@ -37,11 +37,12 @@ PORTABLE_ENV = {
 # How long an OpenMP thread that has run out of work spins before it sleeps: not a kernel choice (the same
 # threads do the same sums either way), so set in both modes unless the environment already says. libgomp
 # (torch's OpenMP on Linux) spins 300,000 rounds by default, milliseconds: beside another busy process the
-# two threads of a training take turns spinning while the other waits for the core. 10,000 rounds cover the
-# gap between two kernels of a training step and then give the core up. KMP_BLOCKTIME (milliseconds) is the
+# two threads of a training take turns spinning while the other waits for the core. 1,000 rounds (libgomp's own
+# choice when threads outnumber cores) cover the
+# short gap between two kernels of a training step and then give the core up. KMP_BLOCKTIME (milliseconds) is the
 # same setting for the LLVM and Intel OpenMP runtimes (torch on macOS). Not set where the environment names
 # OMP_WAIT_POLICY or these variables. benchmarks/README.md measures it.
-WAIT_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
+WAIT_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 PORTABLE_CAPABILITY = "AVX2"  # what torch reports when the pin took effect on a CPU with AVX2
 PORTABLE_OPENBLAS = "Haswell"  # what numpy's OpenBLAS reports then (threadpoolctl)
 
