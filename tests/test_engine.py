@@ -18,8 +18,18 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.limits import usable_cores
 from signdigits.core.params import Augment, Runtime, TrainParams
 from signdigits.training import optim
-from signdigits.training.engine import Part, _epoch_order, augment, evaluate, make_scheduler, setup_runtime, train
-from signdigits.training.model import Classifier
+from signdigits.training.engine import (
+    Part,
+    _epoch_inputs,
+    _epoch_order,
+    augment,
+    evaluate,
+    make_arch,
+    make_scheduler,
+    setup_runtime,
+    train,
+)
+from signdigits.training.model import Classifier, Network
 from signdigits.training.model_file import model_bytes
 
 SIZE = 8
@@ -276,6 +286,24 @@ def test_augment_keeps_shapes_changes_pixels_and_is_seeded():
     assert a.min() >= x.min() - 1e-6 and a.max() <= x.max() + 1e-6  # interpolation, border padding
     assert torch.equal(a, augment(x, SIZE, cfg, torch.Generator().manual_seed(0)))
     assert not torch.equal(a, augment(x, SIZE, cfg, torch.Generator().manual_seed(1)))
+
+
+@pytest.mark.parametrize("normalize_images", [False, True])
+def test_an_epoch_prepared_at_once_equals_batch_by_batch(normalize_images):
+    """The loop augments and standardises a whole epoch in one go: the same draws and numbers as a batch at a time."""
+    data = make_part(37, seed=0)
+    arch = make_arch(config(normalize_images=normalize_images), SIZE, 4)
+    net = Network(arch, data.x.mean(0), data.x.std(0).clamp_min(1e-3))
+    cfg = Augment(shift=0.1, rotate=15, scale=0.1)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(3))
+    at_once = _epoch_inputs(net, data.x[order], SIZE, cfg, torch.Generator().manual_seed(0))
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        batches = [net.standardize(augment(data.x[order[i : i + 8]], SIZE, cfg, rng)) for i in range(0, 37, 8)]
+    assert torch.equal(at_once, torch.cat(batches))
+    assert torch.equal(
+        net.head(at_once[:8]), net(augment(data.x[order[:8]], SIZE, cfg, torch.Generator().manual_seed(0)))
+    )
 
 
 @pytest.mark.parametrize("which", ["shift", "rotate", "scale"])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from signdigits.core.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, PORTABLE_OPENBLAS, cpu_has_avx2
+from signdigits.core.kernels import PORTABLE_CAPABILITY, PORTABLE_ENV, PORTABLE_OPENBLAS, WAIT_ENV, cpu_has_avx2
 
 
 def unpinned_capability() -> str:
@@ -126,3 +126,22 @@ def test_numpy_loaded_with_its_avx512_loops_is_refused():
     if not targets:
         pytest.skip("this CPU runs no AVX-512 loops of numpy: nothing to refuse")
     assert f"runs numpy with its {' '.join(targets)} loops" in out
+
+
+@pytest.mark.parametrize("mode", ["portable", "native"])
+def test_idle_openmp_threads_spin_briefly_unless_the_environment_says(mode):
+    """Every stage process (and the sweep's workers, which inherit it) gets WAIT_ENV; a user's own setting stays."""
+    code = (
+        "import json, os\n"
+        "from signdigits.core.kernels import pin_cpu_kernels\n"
+        f"pin_cpu_kernels({mode!r})\n"
+        "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_ENV and k != "OMP_WAIT_POLICY"}
+    for given, expected in (
+        ({}, WAIT_ENV),
+        ({"GOMP_SPINCOUNT": "0"}, {**WAIT_ENV, "GOMP_SPINCOUNT": "0"}),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, dict.fromkeys(WAIT_ENV)),  # the user's policy alone decides
+    ):
+        done = subprocess.run([sys.executable, "-c", code], env=env | given, capture_output=True, text=True, check=True)
+        assert json.loads(done.stdout) == expected

