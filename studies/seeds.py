@@ -35,7 +35,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="signdigits-seeds-") as tmp:
         clone = git_clone(args.repo, Path(tmp) / "clone")
         run(["git", "checkout", "--quiet", args.rev], cwd=clone)
-        run(["dvc", "cache", "dir", "--local", str(args.repo.resolve() / ".dvc" / "cache")], cwd=clone)
+        cache = run(["dvc", "cache", "dir"], cwd=args.repo).stdout.strip()  # wherever that repository keeps it
+        run(["dvc", "cache", "dir", "--local", cache], cwd=clone)
         env = {**venv_env(), "PYTHONPATH": str(clone / "src")}
         for seed in map(int, args.seeds.split(",")):
             run(["dvc", "exp", "run", "-S", f"{args.key}={seed}"], cwd=clone, env=env)

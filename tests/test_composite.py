@@ -117,3 +117,41 @@ def test_training_with_backgrounds_is_reproducible_and_differs_from_without():
     assert torch.equal(with_backgrounds, weights(backgrounds=backgrounds))
     assert not torch.equal(with_backgrounds, weights())
     assert torch.equal(weights(), weights(backgrounds=Composite()))  # share 0: the loop as before
+
+
+def test_a_composite_trained_models_pixel_score_is_fitted_on_its_composited_photos_thresholded_on_val():
+    """The check of a model trained on composite backgrounds: its pixel score fitted on the training photos
+    as composited_once lays them (deterministic, and not the plain fit), its network signals on the plain
+    photos, and its scale and threshold on the plain validation photos only."""
+    from signdigits.training.composite import composited_once
+    from signdigits.training.familiarity import fit_familiarity
+    from signdigits.training.model import Arch, Classifier, Network
+    from signdigits.training.stage import StageData, fit_check
+
+    photos, _ = light_wall_photos(70)
+    labels = np.arange(70) % 10
+    data = StageData(Part.from_arrays(photos[:50], labels[:50], CPU), Part.from_arrays(photos[50:], labels[50:], CPU),
+                     list(range(10)))  # fmt: skip
+    torch.manual_seed(0)
+    arch = Arch(image_size=SIZE, hidden=(16,), n_classes=10, dropout=0.0, normalize_images=True)
+    model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(SIZE**2), torch.ones(SIZE**2))]).eval()
+    backgrounds = Composite(share=0.5, zoom_share=0.5, zoom_out=1.5)
+    plain = fit_check(model, data, True, 5)
+    first, again = (fit_check(model, data, True, 5, backgrounds, seed=3) for _ in range(2))
+    laid = fit_familiarity(composited_once(data.train.x, SIZE, backgrounds, 3), data.val.x, True, 5)
+    for name in ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std"):
+        assert np.array_equal(getattr(first.pixels, name), getattr(again.pixels, name)), name  # the same bits
+        assert np.array_equal(getattr(first.pixels, name), getattr(laid, name)), name  # on these photos
+    assert not np.array_equal(first.pixels.mean, plain.pixels.mean)  # not the plain photos' fit
+    assert not np.array_equal(first.pixels.photo_mean, plain.pixels.photo_mean)
+    other_seed = fit_check(model, data, True, 5, backgrounds, seed=4)
+    assert not np.array_equal(first.pixels.mean, other_seed.pixels.mean)  # the seed draws the backgrounds
+    assert np.array_equal(first.feature_means, plain.feature_means)  # the network's signals: plain photos
+    assert np.array_equal(first.feature_whitening, plain.feature_whitening)
+    # the scale and the threshold: the plain validation photos' scores, nothing composited
+    val_scores = first.scores(data.val.x, *model.signals(data.val.x))
+    np.testing.assert_array_equal(first.val_scores, val_scores)
+    assert first.threshold(90.0) == pytest.approx(np.percentile(val_scores, 90.0))
+    # disabled (share 0) is the plain fit, bit for bit: train_best and the study's models are unchanged
+    off = fit_check(model, data, True, 5, Composite(share=0.0), seed=3)
+    assert np.array_equal(off.pixels.mean, plain.pixels.mean) and np.array_equal(off.val_scores, plain.val_scores)

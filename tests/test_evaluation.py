@@ -24,7 +24,7 @@ from signdigits.reporting.evaluation import (
     write_tables,
 )
 from signdigits.reporting.metrics import per_class_scores, roc_auc
-from signdigits.review import mcnemar, paired_test
+from signdigits.review.judge import mcnemar, paired_test
 from signdigits.training.engine import Part, train
 from signdigits.training.model_file import save_model
 

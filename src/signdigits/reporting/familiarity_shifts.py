@@ -19,6 +19,7 @@ import torch
 from signdigits.core import paths
 from signdigits.core.files import csv_text, rounded, write_text_atomic
 from signdigits.reporting.metrics import roc_auc
+from signdigits.training.engine import accuracy
 from signdigits.training.inputs import to_inputs
 from signdigits.training.model import Classifier
 
@@ -120,25 +121,26 @@ def measure_familiarity(
     device = next(model.parameters()).device
 
     def measure(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Familiarity scores and the digits the model answers."""
         x = to_inputs(images)
         with torch.inference_mode():
             predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
-        return model.familiarity_scores(x), np.array(model.classes)[predicted] == digits
+        return model.familiarity_scores(x), np.array(model.classes)[predicted]
 
-    def row(name: str, scores: np.ndarray, right: np.ndarray, auc: float | str) -> dict:
+    def row(name: str, scores: np.ndarray, answers: np.ndarray, auc: float | str) -> dict:
         familiar = scores <= threshold
-        among = float(right[familiar].mean()) if familiar.any() else ""  # empty: not one photo called familiar
+        among = accuracy(answers[familiar], digits[familiar]) if familiar.any() else ""  # empty: none familiar
         # rounded as the CSV keeps them, so the report built from these rows is the one its CSV rebuilds
         return rounded({"shift": name, "images": len(scores), "flagged": float((~familiar).mean()), "roc_auc": auc,
-                        "accuracy": float(right.mean()), "right_among_familiar": among})  # fmt: skip
+                        "accuracy": accuracy(answers, digits), "right_among_familiar": among})  # fmt: skip
 
-    clean_scores, clean_right = measure(pixels)
-    rows, examples = [row("clean", clean_scores, clean_right, "")], [pixels[0]]
+    clean_scores, clean_answers = measure(pixels)
+    rows, examples = [row("clean", clean_scores, clean_answers, "")], [pixels[0]]
     for name in SHIFTS:
         images = shifted(name, pixels)
-        scores, right = measure(images)
+        scores, answers = measure(images)
         is_shifted = np.r_[np.zeros(len(clean_scores), bool), np.ones(len(scores), bool)]
-        rows.append(row(name, scores, right, roc_auc(is_shifted, np.r_[clean_scores, scores])))
+        rows.append(row(name, scores, answers, roc_auc(is_shifted, np.r_[clean_scores, scores])))
         examples.append(images[0])
     headline = {
         "test_flagged": rows[0]["flagged"],

@@ -79,7 +79,7 @@ def familiarity_section(percentile: float, shifts: dict[str, list[dict]]) -> str
         "only for photos like these. The familiarity check flags a photo whose score (the largest of its "
         "pixel, feature and confidence z-scores) lies above the "
         f"{percentile:g}th percentile of the validation photos' scores; "
-        f"it flags {_pct(clean['flagged'])} of the {clean['images']} clean test photos. Below, the same "
+        f"it flags {pct(clean['flagged'])} of the {clean['images']} clean test photos. Below, the same "
         "test photos shifted as another camera or setting might take them: ROC AUC of the score against "
         "the clean photos, the share flagged, the model's accuracy, and its accuracy on the photos called "
         "familiar.\n",
@@ -89,7 +89,7 @@ def familiarity_section(percentile: float, shifts: dict[str, list[dict]]) -> str
     for name, rows in others:
         sections += [
             f"### {name}{_beyond(name)}: its own familiarity check\n",
-            f"Fitted on the same training photos with its own settings; it flags {_pct(rows[0]['flagged'])} "
+            f"Fitted on the same training photos with its own settings; it flags {pct(rows[0]['flagged'])} "
             f"of the clean test photos.\n",
             _shift_table(rows),
         ]
@@ -100,14 +100,14 @@ def _shift_table(rows: list[dict]) -> str:
     clean, shifts = rows[0], rows[1:]
     return markdown_table(
         ["Test photos", "ROC AUC", "Flagged", "Accuracy", "Right among familiar"],
-        [["clean", "-", _pct(clean["flagged"]), _pct(clean["accuracy"]), _pct(clean["right_among_familiar"])]]
+        [["clean", "-", pct(clean["flagged"]), pct(clean["accuracy"]), pct(clean["right_among_familiar"])]]
         + [
             [
                 r["shift"].replace("_", " "),
                 f"{r['roc_auc']:.3f}",
-                _pct(r["flagged"]),
-                _pct(r["accuracy"]),
-                _pct(r["right_among_familiar"]),
+                pct(r["flagged"]),
+                pct(r["accuracy"]),
+                pct(r["right_among_familiar"]),
             ]  # fmt: skip
             for r in shifts
         ],
@@ -163,8 +163,8 @@ def _validation_table(scores: dict) -> str:
     return markdown_table(
         ["Metric", "Base model"],
         [
-            ["Training accuracy", _pct(scores["train"]["accuracy"])],
-            ["Validation accuracy", _pct(val["accuracy"])],
+            ["Training accuracy", pct(scores["train"]["accuracy"])],
+            ["Validation accuracy", pct(val["accuracy"])],
             ["Average precision", f"{val['precision_macro']:.2f}"],
             ["Average recall", f"{val['recall_macro']:.2f}"],
             ["Average F1-score", f"{val['f1_macro']:.2f}"],
@@ -195,7 +195,7 @@ def _accuracy_table(columns: dict[str, dict]) -> str:
     return markdown_table(
         ["Metric", *columns],
         [
-            [label, *(_pct(scores[part]["accuracy"]) for scores in columns.values())]
+            [label, *(pct(scores[part]["accuracy"]) for scores in columns.values())]
             for label, part in (("Training accuracy", "train"), ("Validation accuracy", "val"))
         ],
     )
@@ -217,8 +217,8 @@ def _sweep_winner_table(exp1: dict, exp1_scores: dict, winner: dict) -> str:
     return markdown_table(
         ["Metric", "Experiment 1", "Experiment 2"],
         [
-            ["Training accuracy", _pct(exp1_scores["train"]["accuracy"]), _pct(winner["train_accuracy"])],
-            ["Validation accuracy", _pct(exp1_scores["val"]["accuracy"]), _pct(winner["val_accuracy"])],
+            ["Training accuracy", pct(exp1_scores["train"]["accuracy"]), pct(winner["train_accuracy"])],
+            ["Validation accuracy", pct(exp1_scores["val"]["accuracy"]), pct(winner["val_accuracy"])],
             ["Convergence time (epochs)", exp1["epochs_run"], winner["epochs_run"]],
             ["Final loss (validation)", f"{exp1_scores['val']['loss']:.4f}", f"{winner['val_loss']:.4f}"],
         ],
@@ -244,9 +244,9 @@ def _final_training_table(final: dict) -> str:
         ["Metric", "Value"],
         [
             ["Training loss", f"{final['train']['loss']:.4f}"],
-            ["Training accuracy", _pct(final["train"]["accuracy"])],
+            ["Training accuracy", pct(final["train"]["accuracy"])],
             ["Validation loss", f"{final['val']['loss']:.4f}"],
-            ["Validation accuracy", _pct(final["val"]["accuracy"])],
+            ["Validation accuracy", pct(final["val"]["accuracy"])],
         ],
     )
 
@@ -258,7 +258,7 @@ def _test_table(test: dict) -> str:
             ["Total test images", test["images"]],
             ["Correct predictions", test["correct"]],
             ["Incorrect predictions", test["images"] - test["correct"]],
-            ["Success rate", _pct(test["accuracy"])],
+            ["Success rate", pct(test["accuracy"])],
             ["95% bootstrap interval", _interval(test)],
         ],
     )
@@ -279,7 +279,7 @@ def _every_model_table(tests: dict[str, dict]) -> str:
     return markdown_table(
         [*header, "Macro precision", "Macro recall", "Macro F1"],
         [
-            [name + _beyond(name), s["network"], s["images"], _pct(s["accuracy"]), _interval(s)]
+            [name + _beyond(name), s["network"], s["images"], pct(s["accuracy"]), _interval(s)]
             + [f"{s[key]:.3f}" for key in ("precision_macro", "recall_macro", "f1_macro")]
             for name, s in tests.items()
         ],
@@ -302,13 +302,14 @@ def _binary_lines(training: dict[str, dict], tests: dict[str, dict]) -> list[str
 # --- formatting --------------------------------------------------------------------------------
 
 
-def _pct(x: float | str) -> str:
-    """A share as a percentage; "" (none to measure: no photo called familiar) as "-"."""
-    return "-" if x == "" else f"{100 * x:.2f}%"
+def pct(x: float | str, digits: int = 2) -> str:
+    """A share as a percentage, the report's and the review's one format; "" (none to measure: no photo
+    called familiar) as "-"."""
+    return "-" if x == "" else f"{100 * x:.{digits}f}%"
 
 
 def _interval(scores: dict) -> str:
-    return f"{_pct(scores['accuracy_ci95_low'])} - {_pct(scores['accuracy_ci95_high'])}"
+    return f"{pct(scores['accuracy_ci95_low'])} - {pct(scores['accuracy_ci95_high'])}"
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

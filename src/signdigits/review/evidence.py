@@ -26,9 +26,9 @@ import pandas as pd
 
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
-from signdigits.reporting.report import markdown_table
+from signdigits.reporting.report import markdown_table, pct
 from signdigits.review.gather import Revision, run_text, tool
-from signdigits.review.judge import EPSILON, EXIT_FAIL, EXIT_PASS, pct, predict_choice
+from signdigits.review.judge import EPSILON, EXIT_FAIL, EXIT_PASS, predict_choice
 
 SEEDS = (0, 1, 2, 3, 4)
 HEAD = "HEAD"

@@ -13,15 +13,12 @@ import pandas as pd
 from signdigits.core import paths
 from signdigits.core.params import ReviewParams
 from signdigits.predict import Choice, best_choice
+from signdigits.reporting.report import pct
 from signdigits.review.gather import Revision
 
 EXIT_PASS, EXIT_FAIL, EXIT_CANNOT_RUN, EXIT_NEEDS_EVIDENCE = 0, 1, 2, 3
 ACCEPTABLE = ("removed-model", "split-change", "familiarity", "predict-model")  # --accept NAME
 EPSILON = 1e-12  # a drop exactly at a threshold passes
-
-
-def pct(x: float, digits: int = 2) -> str:
-    return f"{100 * x:.{digits}f}%"
 
 
 def pt(fraction: float, sign: bool = False) -> str:

@@ -9,9 +9,9 @@ import pandas as pd
 
 from signdigits.core import paths
 from signdigits.core.params import ReviewParams
-from signdigits.reporting.report import markdown_table
+from signdigits.reporting.report import markdown_table, pct
 from signdigits.review.gather import Revision
-from signdigits.review.judge import Judgement, ModelChange, pct, pt
+from signdigits.review.judge import Judgement, ModelChange, pt
 
 TOP_CONFUSIONS = 5  # the confusions that grew most, and those that shrank most
 BAR_WIDTH = 40  # characters of the longest bar in the text charts

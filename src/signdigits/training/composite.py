@@ -8,6 +8,9 @@ The masks are computed once, before training, in numpy on the uint8 pixels with 
 (sorting, counting, float64 basic operations), so they are the same bits on any CPU. The backgrounds
 are drawn from the training loop's seeded CPU generator and built on the device in float32 with
 elementwise operations, F.interpolate and F.grid_sample, as `engine.augment` is.
+
+The familiarity check of a model trained so is fitted on the training photos as training lays them
+(`composited_once`): its pixel score then knows the backgrounds the network learned to ignore.
 """
 
 from __future__ import annotations
@@ -82,3 +85,11 @@ def composite(x: torch.Tensor, masks: torch.Tensor, image_size: int, cfg, rng: t
     placed = mask * image + (1 - mask) * background
     keep = chosen.view(n, 1, 1)
     return (keep * placed + (1 - keep) * x.view(n, side, side)).view(n, -1)
+
+
+def composited_once(x: torch.Tensor, image_size: int, cfg, seed: int) -> torch.Tensor:
+    """The training photos (flattened, in [0, 1]) as training lays them: `composite` applied once to all
+    of them, from their masks and a CPU generator seeded with `seed`, on the CPU in float32 (the same
+    bits on any device the network trained on)."""
+    x = x.detach().cpu()
+    return composite(x, hand_masks(x, image_size), image_size, cfg, torch.Generator().manual_seed(seed))

@@ -15,6 +15,7 @@ from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import conv_sides, require_memory, training_bytes
 from signdigits.core.params import Composite, Runtime, TrainParams, shown
+from signdigits.training.composite import composited_once
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import ModelCheck, fit_familiarity, fit_model_check, require_components_fit
 from signdigits.training.model import describe
@@ -95,7 +96,9 @@ def train_stage(
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
-        result.model.familiarity = fit_check(result.model, data, cfg.normalize_images, familiarity_components)
+        result.model.familiarity = fit_check(
+            result.model, data, cfg.normalize_images, familiarity_components, backgrounds, cfg.seed
+        )
     metrics = {
         "config": {
             **settings(cfg, channels),
@@ -118,10 +121,22 @@ def train_stage(
     return metrics
 
 
-def fit_check(model, data: StageData, normalize_images: bool, components: int) -> ModelCheck:
+def fit_check(
+    model, data: StageData, normalize_images: bool, components: int, backgrounds: Composite | None = None, seed: int = 0
+) -> ModelCheck:
     """The model's familiarity check: the pixel score and the network's signals, fitted on the training
-    part, standardised and thresholded on the validation part (training/familiarity.py)."""
-    pixel_check = fit_familiarity(data.train.x, data.val.x, normalize_images, components)
+    part, standardised and thresholded on the validation part (training/familiarity.py).
+
+    With backgrounds, the pixel score is fitted on the training photos as training laid them
+    (composite.composited_once, seeded with `seed`): fitted on the plain photos' light wall, it calls
+    unfamiliar every hand on another background, which the network was taught to read (issue 32).
+    The network's signals stay fitted on the plain photos (on the composited ones they were no more
+    often right on foreign_dev, studies/README.md); the threshold comes from the plain validation part.
+    """
+    pixel_photos = data.train.x
+    if backgrounds is not None and backgrounds.enabled:
+        pixel_photos = composited_once(data.train.x, math.isqrt(data.train.x.shape[1]), backgrounds, seed)
+    pixel_check = fit_familiarity(pixel_photos, data.val.x, normalize_images, components)
     train_features, _ = model.signals(data.train.x)
     val_features, val_top = model.signals(data.val.x)
     return fit_model_check(pixel_check, train_features, data.train.y.cpu().numpy(), data.val.x, val_features, val_top)
