@@ -1,6 +1,7 @@
 """predict on many photos: peak memory and time, at 4,000 and at 40,000 photos (memory must not grow with them).
 
-    python benchmarks/predict_memory.py [--photos 4000,40000] [--model models/train_best.pt]
+    python benchmarks/predict_memory.py [--photos 4000,40000] [--model models/train_best.pt] [--raw data/raw]
+    python benchmarks/predict_memory.py --photos 20 --model TINY.pt   # CI's smoke run
 
 Synthesizes each folder in a temporary directory from the shipped photos: every synthetic photo is
 a hard link to one of the 2,062 shipped JPEGs (real files that predict decodes one by one, at no disk
@@ -22,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_folder(folder: Path, count: int) -> Path:
-    sources = sorted((REPO / "data/raw").glob("*/*.JPG"))
+def make_folder(folder: Path, count: int, raw: Path = REPO / "data/raw") -> Path:
+    sources = sorted(raw.glob("*/*.JPG"))
     folder.mkdir()
     for i in range(count):
         os.link(sources[i % len(sources)], folder / f"IMG_{i:06d}.JPG")
@@ -46,11 +47,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", default="4000,40000", help="folder sizes to measure, comma-separated")
     parser.add_argument("--model", type=Path, default=REPO / "models/train_best.pt")
+    parser.add_argument("--raw", type=Path, default=REPO / "data/raw", help="the photos to link to")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as scratch:
         for count in map(int, args.photos.split(",")):
-            folder = make_folder(Path(scratch) / f"photos_{count}", count)
+            folder = make_folder(Path(scratch) / f"photos_{count}", count, args.raw)
             result = measure(folder, args.model)
             print(f"{count:>7,} photos: peak memory {result['peak_mb']:.0f} MB, {result['seconds']:.1f} s "
                   f"({count / result['seconds']:.0f} photos/s)")  # fmt: skip

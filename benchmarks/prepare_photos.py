@@ -1,6 +1,7 @@
 """prepare at phone-photo size: photos per second through prepare's decoding, and what JPEG draft would add.
 
-    PYTHONPATH=src python benchmarks/prepare_photos.py [--photos 60] [--rounds 3]
+    PYTHONPATH=src python benchmarks/prepare_photos.py [--photos 60] [--rounds 3] [--raw data/raw]
+    PYTHONPATH=src python benchmarks/prepare_photos.py --photos 2 --rounds 1 --raw TINY/data/raw   # CI's smoke run
 
 Makes `--photos` JPEGs of 4032x3024 (what a phone takes) in a temporary folder, from shipped photos
 upscaled with jitter (turn, shift, brightness, noise), and never keeps them. Then times
@@ -36,10 +37,10 @@ WAYS = {  # name -> (prepare's pool from this many images, prepare.jpeg_draft)
 }
 
 
-def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+def make_photos(folder: Path, count: int, seed: int = 0, raw: Path = REPO / "data/raw") -> list[Path]:
     """`count` phone-size JPEGs from shipped photos: upscaled, shifted, brightened and noised at random."""
     rng = np.random.default_rng(seed)
-    sources = sorted((REPO / "data/raw").glob("*/*"))
+    sources = sorted(raw.glob("*/*"))
     paths = []
     for i, source in enumerate(rng.choice(sources, size=count, replace=False)):
         with Image.open(source) as image:
@@ -56,13 +57,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--raw", type=Path, default=REPO / "data/raw", help="the shipped photos (default: data/raw)")
     args = parser.parse_args()
     size = load_params(REPO / "params.yaml").prepare.image_size
     seconds = {name: [] for name in WAYS}
     shipped = {name: [] for name in list(WAYS)[:2]}
-    raw = [path for path, _ in data.list_raw_images(REPO / "data/raw")]
+    raw = [path for path, _ in data.list_raw_images(args.raw)]
     with tempfile.TemporaryDirectory(prefix="signdigits-photos-") as tmp:
-        paths = make_photos(Path(tmp), args.photos)
+        paths = make_photos(Path(tmp), args.photos, raw=args.raw)
         arrays = {}
         for _ in range(args.rounds):
             for name, (pool_from, draft) in list(WAYS.items())[:2]:  # the shipped photos, as prepare reads them

@@ -1,6 +1,7 @@
 """Data scale: each stage's seconds and peak memory with the shipped photos and with `--factor` times as many.
 
     python benchmarks/scale.py [--rev HEAD] [--factor 10]
+    python benchmarks/scale.py --repo TINY --factor 2 --stages prepare,split,train_base   # CI's smoke run
 
 In a git clone of --rev, every stage runs in order as `python stages/<stage>.py` (what DVC runs),
 first on data/raw as shipped, then on data/raw plus factor-1 jittered copies of every photo (a
@@ -44,10 +45,10 @@ def add_copies(raw: Path, factor: int, seed: int = 0) -> int:
     return len(originals) * factor
 
 
-def run_stages(clone: Path, env: dict) -> dict:
+def run_stages(clone: Path, env: dict, stages=PIPELINE_STAGES) -> dict:
     """Seconds and peak resident MB of each stage, run in order in a fresh measuring process."""
     results = {}
-    for stage in PIPELINE_STAGES:
+    for stage in stages:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", _MEASURED, f"stages/{stage}.py"], cwd=clone, env=env,
                               capture_output=True, text=True)  # fmt: skip
@@ -62,18 +63,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD")
     parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--repo", type=Path, default=REPO, help="the repository to clone (default: this one)")
+    parser.add_argument("--stages", default=",".join(PIPELINE_STAGES), help="the first stages only (default: all)")
     args = parser.parse_args()
+    stages = args.stages.split(",")
     with tempfile.TemporaryDirectory(prefix="signdigits-scale-") as tmp:
-        clone = git_clone(REPO, Path(tmp) / "clone")
+        clone = git_clone(args.repo, Path(tmp) / "clone")
         run(["git", "checkout", "--quiet", args.rev], cwd=clone)
         env = {**venv_env(), "PYTHONPATH": str(clone / "src")}
-        one = run_stages(clone, env)
+        one = run_stages(clone, env, stages)
         photos = add_copies(clone / "data/raw", args.factor)
-        many = run_stages(clone, env)
+        many = run_stages(clone, env, stages)
     print(
         f"{'stage':<14} {'1x s':>7} {'1x MB':>7} {f'{args.factor}x s':>8} {f'{args.factor}x MB':>8}  ({photos} photos)"
     )
-    for stage in PIPELINE_STAGES:
+    for stage in stages:
         print(f"{stage:<14} {one[stage][0]:7.1f} {one[stage][1]:7.0f} {many[stage][0]:8.1f} {many[stage][1]:8.0f}")
 
 

@@ -13,6 +13,7 @@ on the other three sources; its figure on the source left out is the held-out fi
 
     PYTHONPATH=src nice -n 10 python studies/choose_backgrounds.py ../shared/foreign-dev/foreign_dev.npz --folds 0
     PYTHONPATH=src python studies/choose_backgrounds.py PATH --only bg.7-.5-1.8_e30   # all 5 folds
+    PYTHONPATH=src python studies/choose_backgrounds.py PATH --smoke --out /tmp/x.json  # CI: 2 candidates, 1 epoch
 
 Writes studies/backgrounds_search.json, one row per candidate and set of folds (kept across runs).
 """
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from choose_cnn import OUTSIDE  # pins the portable kernels first (through choose_recipe)
-from choose_recipe import load_folds
+from choose_recipe import load_folds, smoke_candidates
 from foreign_photos import load_foreign, predict_digits, right_per_source
 
 from signdigits.core.params import CNNParams, Composite, Runtime
@@ -55,6 +56,7 @@ CANDIDATES = {  # in the order tried; name: share of photos on backgrounds, shar
     "bg.3-.5-1.5_e40": variant(0.3, 0.5, 1.5, epochs=40),
     "bg.5-.5-1.5_e40": variant(0.5, 0.5, 1.5, epochs=40),
 }
+SMOKE = ("none_e30", "bg.3-.5-1.5_e30")  # --smoke: the baseline and one with backgrounds
 
 
 def run_fold(params: CNNParams, data, fold: int, foreign) -> dict:
@@ -120,7 +122,11 @@ def main() -> None:
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the 5 folds (default: all)")
     parser.add_argument("--out", type=Path, default=Path("studies/backgrounds_search.json"))
     parser.add_argument("--merge", type=Path, nargs="*", default=[], help="add the folds of these files (run apart)")
+    parser.add_argument("--smoke", action="store_true", help=f"CI's smoke run: {', '.join(SMOKE)}, 1 epoch, fold 0")
     args = parser.parse_args()
+    candidates = smoke_candidates(CANDIDATES, SMOKE) if args.smoke else CANDIDATES
+    if args.smoke:
+        args.only, args.folds, args.merge = ",".join(SMOKE), "0", []
     rows: dict = {}
     for file in [args.out, *args.merge]:
         for name, row in json.loads(file.read_text())["candidates"].items() if file.is_file() else ():
@@ -139,8 +145,8 @@ def main() -> None:
 
     for name in names:
         for fold in args.folds.split(","):
-            row = rows.setdefault(name, {"params": describe_params(CANDIDATES[name]), "folds": {}})
-            row["folds"][fold] = run_fold(CANDIDATES[name], data, int(fold), foreign)
+            row = rows.setdefault(name, {"params": describe_params(candidates[name]), "folds": {}})
+            row["folds"][fold] = run_fold(candidates[name], data, int(fold), foreign)
             print(f"{name} fold {fold}: {json.dumps(row['folds'][fold])}", flush=True)
             write()
     table = write()

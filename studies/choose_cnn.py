@@ -18,6 +18,7 @@ and at most TOLERANCE below the best candidate's.
     PYTHONPATH=src nice -n 10 python studies/choose_cnn.py                      # every candidate
     PYTHONPATH=src python studies/choose_cnn.py --only c16-32-64_e20 --seeds 2  # redo some rows
     PYTHONPATH=src python studies/choose_cnn.py --merge other.json              # add rows searched apart
+    PYTHONPATH=src python studies/choose_cnn.py --smoke --out /tmp/x.json       # CI: one candidate, 1 epoch
 
 Writes studies/cnn_search.json (--only keeps the file's other rows). On one free core about 2-5
 minutes a candidate (5 trainings); the committed rows ran niced beside other work, 10-25 minutes each.
@@ -35,6 +36,7 @@ from choose_recipe import (
     load_folds,
     print_row,
     search,
+    smoke_candidates,
 )  # pins the portable kernels first
 
 from signdigits.core.params import CNNParams, Runtime
@@ -76,17 +78,21 @@ def main() -> None:
     parser.add_argument(
         "--merge", type=Path, nargs="*", default=[], help="add the rows of these files (searches run apart)"
     )
+    parser.add_argument("--smoke", action="store_true", help="CI's smoke run: c16-32-64_e20 for 1 epoch")
     args = parser.parse_args()
+    candidates = smoke_candidates(CANDIDATES, ["c16-32-64_e20"]) if args.smoke else CANDIDATES
+    if args.smoke:
+        args.only, args.merge = "c16-32-64_e20", []
     keep = {}
     for file in [args.out, *args.merge] if args.only or args.merge else []:  # keep rows, so a subset can be redone
         if file.is_file():
-            keep |= {n: r for n, r in json.loads(file.read_text())["candidates"].items() if n in CANDIDATES}
+            keep |= {n: r for n, r in json.loads(file.read_text())["candidates"].items() if n in candidates}
     names = [] if args.merge and not args.only else args.only.split(",") if args.only else list(CANDIDATES)
     data = load_folds(setup_runtime(Runtime(device="cpu", threads=1))) if names else []
     seeds = list(range(args.seeds))
 
     def run(name: str) -> dict:
-        row = cross_validate(CANDIDATES[name].model, data, seeds, CANDIDATES[name].channels)
+        row = cross_validate(candidates[name].model, data, seeds, candidates[name].channels)
         print_row(name, row)
         return row
 

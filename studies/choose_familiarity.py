@@ -19,15 +19,16 @@ that flags the fewest right answers.
 Run from the repository root after `dvc repro train_best` (it reads the arrays and the final model:
 its network's answers and its check; about 10 s):
 
-    PYTHONPATH=src python studies/choose_familiarity.py
+    PYTHONPATH=src python studies/choose_familiarity.py [--out studies/familiarity_search.json]
 
-It prints the table and writes it to studies/familiarity_search.json.
+It prints the table and writes it to --out (CI's smoke run: in a tiny workspace, --out to a temporary file).
 """
 
 from signdigits.core.kernels import pin_cpu_kernels
 
 pin_cpu_kernels("portable")  # before torch is imported: the kernels the pipeline's results are made with
 
+import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -103,6 +104,9 @@ def candidate_scores(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
     params = load_params(paths.PARAMS)
     train, _, val, val_labels = load_train_val()
     model = load_model(paths.model_path(paths.FINAL_MODEL))
@@ -132,7 +136,7 @@ def main() -> None:
         for name, images in other_proxies(val, np.random.default_rng(0)).items()
     }
     clean = candidate_scores(terms(val))
-    assert np.allclose(clean["+ photo distance (as built)"], check.val_scores.numpy()), "the check's score changed"
+    assert np.allclose(clean["+ photo distance (as built)"], check.val_scores), "the check's pixel score changed"
     shifted_scores = {name: candidate_scores(terms(images)) for name, images in proxies.items()}
     answers_right = {name: right(images) for name, images in proxies.items()}
     rows = []
@@ -156,7 +160,7 @@ def main() -> None:
               f"{row['wrong_answers_flagged']:13.3f} {row['right_answers_flagged']:13.3f}")  # fmt: skip
     print(f"chosen: {chosen} (at least {MIN_FLAGGED:.0%} of each of evaluate's shifts, fewest right answers flagged)")
     table = {"chosen": chosen, "final_model_accuracy": accuracy, "candidates": rows}
-    OUT.write_text(json.dumps(table, indent=1) + "\n")
+    args.out.write_text(json.dumps(table, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Run from the repository root on the prepared arrays (`dvc repro split` makes the
 
     PYTHONPATH=src nice -n 10 python studies/choose_recipe.py               # every candidate
     PYTHONPATH=src python studies/choose_recipe.py --only NAME,NAME --seeds 3  # redo some rows
+    PYTHONPATH=src python studies/choose_recipe.py --smoke --out /tmp/x.json   # CI: 2 candidates, 1 epoch
 
 It prints the table and writes it to studies/recipe_search.json (--only keeps the file's other
 rows). On one thread: about 6 minutes for the baseline, 15-45 s for each other candidate, about
@@ -122,6 +123,20 @@ CANDIDATES = {
 }
 
 
+SMOKE = ("baseline", "h256_e10_b64_oc")  # --smoke: the baseline and one other, for 1 epoch
+
+
+def smoke_candidates(candidates: dict, names) -> dict:
+    """The named candidates trained for 1 epoch: CI's smoke run of a search (tests/test_scripts.py)."""
+
+    def one_epoch(params):
+        if hasattr(params, "epochs"):
+            return dataclasses.replace(params, epochs=1)
+        return dataclasses.replace(params, model=dataclasses.replace(params.model, epochs=1))
+
+    return {name: one_epoch(candidates[name]) for name in names}
+
+
 def multiply_adds_per_epoch(cfg: TrainParams, channels: tuple[int, ...] = ()) -> int:
     """Forward n*in*out per dense layer and side^2*9*in*out per 3x3 conv; backward the same for weight
     gradients and, but for the first layer, inputs."""
@@ -207,14 +222,16 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (default 1)")
     parser.add_argument("--out", type=Path, default=Path("studies/recipe_search.json"))
+    parser.add_argument("--smoke", action="store_true", help=f"CI's smoke run: {', '.join(SMOKE)} for 1 epoch")
     args = parser.parse_args()
     data = load_folds(setup_runtime(Runtime(device="cpu", threads=1)))
-    names = args.only.split(",") if args.only else list(CANDIDATES)
+    candidates = smoke_candidates(CANDIDATES, SMOKE) if args.smoke else CANDIDATES
+    names = list(SMOKE) if args.smoke else args.only.split(",") if args.only else list(CANDIDATES)
     keep = {}
     if args.only and args.out.is_file():  # keep the other candidates' rows, so a subset can be redone
         keep = {n: r for n, r in json.loads(args.out.read_text())["candidates"].items() if n in CANDIDATES}
     seeds = list(range(args.seeds))
-    rows = search(names, lambda name: cross_validate(CANDIDATES[name], data, seeds), args.out, keep)
+    rows = search(names, lambda name: cross_validate(candidates[name], data, seeds), args.out, keep)
     for name, r in rows.items():
         print_row(name, r)
     chosen = None
