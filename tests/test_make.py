@@ -36,8 +36,12 @@ def make_copy(folder: Path, interpreter: str | Path) -> Path:
 
 
 def make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """make in a shell without a venv: PATH holds python3 and the system's folders, no dvc; PYTHON only if given."""
-    env = {name: value for name, value in os.environ.items() if name != "PYTHON"}
+    """make in a shell without a venv: PATH holds python3 and the system's folders, no dvc; PYTHON only if given.
+
+    Not a sub-make of the `make test` that may run this test: without MAKEFLAGS and MAKELEVEL it prints no
+    "Entering directory" lines, as when a person types it."""
+    outer_make = ("PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    env = {name: value for name, value in os.environ.items() if name not in outer_make}
     env["PATH"] = f"{cwd / 'bin'}:/usr/bin:/bin"
     return subprocess.run(["make", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
