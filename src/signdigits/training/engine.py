@@ -29,6 +29,7 @@ from signdigits.training import optim
 from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import Arch, Classifier, Network
+from signdigits.training.products import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
                     "will be slower (kept, since the results depend on the thread count)",
                     runtime.threads, usable_cores())  # fmt: skip
     torch.set_num_threads(threads or runtime.threads)
+    one_blas_thread()
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")

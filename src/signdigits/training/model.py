@@ -15,6 +15,7 @@ from torch import nn
 
 from signdigits.core.limits import conv_sides
 from signdigits.training.inputs import normalize_each_image
+from signdigits.training.products import BatchNorm, Conv3x3, Dense
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,18 +64,17 @@ class Network(nn.Module):
         if arch.kind == "cnn":
             blocks: list[nn.Module] = []
             for before, after in zip((1, *arch.channels), arch.channels, strict=False):
-                # no conv bias: batch norm's shift follows it
-                blocks += [nn.Conv2d(before, after, 3, padding=1, bias=False), nn.BatchNorm2d(after), nn.ReLU()]
+                blocks += [Conv3x3(before, after), BatchNorm(after), nn.ReLU()]
                 blocks.append(nn.MaxPool2d(2))
             self.features = nn.Sequential(*blocks, nn.Flatten())
         layers: list[nn.Module] = []
         width = arch.flat_size
         for size in arch.hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
+            layers += [Dense(width, size), nn.ReLU()]
             if arch.dropout > 0:
                 layers.append(nn.Dropout(arch.dropout))
             width = size
-        layers.append(nn.Linear(width, arch.n_classes))
+        layers.append(Dense(width, arch.n_classes))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""The networks' matrix products on the CPU: numpy's OpenBLAS on one thread, not torch's MKL.
+
+Why (benchmarks/README.md, issue 33): `portable` needs MKL's `COMPATIBLE` branch for the same bits on
+Intel and AMD, and there float32 products of a training's sizes run at 20-50 GFLOP/s on this project's
+2-core machine; OpenBLAS's Haswell kernels, which `portable` pins for numpy (core/kernels.py), run them
+at about 70 on ONE thread. On one thread a product has one summation order, so the networks' bits no
+longer depend on how many threads torch uses: the thread count can follow the machine (engine.setup_runtime).
+The familiarity check's float64 products take the same path (familiarity.py).
+
+Dense, Conv3x3 and BatchNorm are nn.Linear, nn.Conv2d and nn.BatchNorm2d with their parameters and
+state_dict keys; only how they compute on the CPU differs. On a GPU they are the plain torch layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def one_blas_thread() -> None:
+    """numpy's BLAS (OpenBLAS) on one thread for the rest of this process: one summation order per product."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _numpy_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b on the CPU through numpy's BLAS: 2-D, or a 2-D `a` times each matrix of a 3-D `b`."""
+    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+
+
+class _Product(torch.autograd.Function):
+    """a @ b with its gradients, every product through numpy's BLAS; with a 3-D `b`, a's gradient is summed
+    over b's matrices in their order."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return _numpy_product(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _numpy_product(grad, b.transpose(-1, -2))
+            if b.dim() == 3:
+                grad_a = torch.from_numpy(grad_a.numpy().sum(axis=0))  # numpy: image after image, one thread
+        if ctx.needs_input_grad[1]:
+            grad_b = _numpy_product(a.T, grad)
+        return grad_a, grad_b
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for a 2-D `a` and a 2-D or 3-D `b`: through numpy's BLAS on the CPU, torch's elsewhere."""
+    if a.device.type != "cpu":
+        return a @ b
+    return _Product.apply(a, b)
+
+
+class Dense(nn.Linear):
+    """nn.Linear whose product is `matmul`'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        return matmul(x, self.weight.T) + self.bias
+
+
+class Conv3x3(nn.Conv2d):
+    """A 3x3 convolution, stride 1, padding 1, no bias (batch norm follows it), as one `matmul`: every pixel's
+    3x3 patch as a row, times the kernels. Its output has the usual shape in channels-last memory (the
+    product's rows are pixels), which batch norm, ReLU and max pooling keep; the next block reads it as it is."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        n, channels, height, width = x.shape
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (n, height + 2, width + 2, channels)
+        patches = padded.unfold(1, 3, 1).unfold(2, 3, 1).reshape(n * height * width, channels * 9)
+        out = matmul(patches, self.weight.view(self.out_channels, -1).T)  # (n * pixels, out_channels)
+        return out.view(n, height, width, self.out_channels).permute(0, 3, 1, 2)
+
+
+class BatchNorm(nn.BatchNorm2d):
+    """nn.BatchNorm2d whose training statistics are per-channel reductions: ATen gives each channel's sum to
+    one thread, so they do not depend on the thread count (torch's own batch-norm kernel splits them by image)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.device.type != "cpu":
+            return super().forward(x)
+        mean = x.mean(dim=(0, 2, 3))
+        centred = x - mean.view(1, -1, 1, 1)
+        variance = centred.square().mean(dim=(0, 2, 3))
+        with torch.no_grad():  # the running statistics, as nn.BatchNorm2d keeps them (unbiased variance)
+            per_channel = x.numel() // x.shape[1]
+            self.running_mean.mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(variance * (per_channel / (per_channel - 1)), alpha=self.momentum)
+            self.num_batches_tracked.add_(1)
+        scale = self.weight / (variance + self.eps).sqrt()
+        return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
