@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from signdigits.core.kernels import PORTABLE_ENV, WAIT_ENV, pin_cpu_kernels
-from signdigits.core.params import Runtime, TrainParams, load_params
+from signdigits.core.params import Composite, Runtime, TrainParams, load_params
 from signdigits.devtools import git_clone, run, stages_run, venv_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,11 +74,11 @@ _TIMING = re.compile(r"^timing (\w+): start-up ([\d.?]+)s?, work ([\d.]+)s, writ
 
 
 def engine_epochs(
-    batch: int, epochs: int, threads: int, cfg: TrainParams = EXP1, channels=(), onednn=False, images=(N_TRAIN, N_VAL)
+    batch: int, epochs: int, threads: int, cfg: TrainParams = EXP1, onednn=False, images=(N_TRAIN, N_VAL)
 ) -> float:
     """Median seconds per epoch of train() after the first (warm-up), from the gaps between its epoch log lines.
 
-    With `channels`, a CNN; `onednn` runs its convolutions in oneDNN rather than ATen (what portable does);
+    With cfg.channels, a CNN, trained on the plain photos (no composite), as the recorded numbers were; `onednn` runs its convolutions in oneDNN rather than ATen (what portable does);
     `images`: how many training and val images (the committed split's by default).
     """
     setup_runtime(Runtime(device="cpu", threads=threads))
@@ -98,8 +98,9 @@ def engine_epochs(
     logger.propagate = False
     try:
         train(
-            dataclasses.replace(cfg, batch_size=batch, epochs=epochs), *data, list(range(N_CLASSES)), "bench", channels
-        )
+            dataclasses.replace(cfg, batch_size=batch, epochs=epochs, composite=Composite()),
+            *data, list(range(N_CLASSES)), "bench",
+        )  # fmt: skip
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -127,14 +128,14 @@ def matmul_peak(threads: int, n: int = 2048) -> float:
     return 2 * n**3 / statistics.median(times[1:])
 
 
-def training_flops(cfg: TrainParams, n_train: int, n_val: int, classes: int = N_CLASSES, channels=()) -> float:
+def training_flops(cfg: TrainParams, n_train: int, n_val: int, classes: int = N_CLASSES) -> float:
     """The arithmetic of a training: its products and convolutions (2 FLOPs a multiply-add), forward and
     backward (twice the forward) on the training images and forward on the val images, every epoch."""
     side, before, macs = IMAGE_SIZE, 1, 0
-    for after in channels:  # 3x3, padding 1, then a 2x2 pool
+    for after in cfg.channels:  # 3x3, padding 1, then a 2x2 pool
         macs += 9 * before * after * side * side
         side, before = side // 2, after
-    widths = [before * side * side if channels else IMAGE_SIZE**2, *cfg.hidden, classes]
+    widths = [before * side * side if cfg.channels else IMAGE_SIZE**2, *cfg.hidden, classes]
     macs += sum(a * b for a, b in itertools.pairwise(widths))
     return 2 * macs * (3 * n_train + n_val) * cfg.epochs * cfg.ensemble
 
@@ -150,7 +151,7 @@ def stage_flops(params_file: Path) -> dict[str, float]:
         "train_exp1": training_flops(p.train_exp1, N_TRAIN, N_VAL),
         "sweep_exp2": sum(training_flops(cfg, N_TRAIN, N_VAL) for cfg in Grid(p.exp2)),
         "train_best": training_flops(p.final, N_TRAIN, N_VAL),
-        "train_cnn": training_flops(p.train_cnn.model, N_TRAIN, N_VAL, channels=p.train_cnn.channels),
+        "train_cnn": training_flops(p.train_cnn.model, N_TRAIN, N_VAL),
     }
 
 
@@ -178,13 +179,13 @@ def epochs_beside_a_neighbour(epochs: int, rounds: int, threads: int, images=(N_
     p = load_params(REPO / "params.yaml")
     peak = matmul_peak(threads)
     out = {"matmul_peak_gflops": peak / 1e9, "images": list(images)}
-    for name, cfg, channels in (("train_best", p.final, ()), ("train_cnn", p.train_cnn.model, p.train_cnn.channels)):
+    for name, cfg in (("train_best", p.final), ("train_cnn", p.train_cnn.model)):
         seconds = {False: [], True: []}
         for _, busy in itertools.product(range(rounds), (False, True)):
             with busy_neighbour(busy):
-                seconds[busy].append(engine_epochs(cfg.batch_size, epochs, threads, cfg, channels, images=images))
+                seconds[busy].append(engine_epochs(cfg.batch_size, epochs, threads, cfg, images=images))
         idle, loaded = statistics.median(seconds[False]), statistics.median(seconds[True])
-        floor = training_flops(dataclasses.replace(cfg, epochs=1), *images, channels=channels) / peak
+        floor = training_flops(dataclasses.replace(cfg, epochs=1), *images) / peak
         out[name] = {"idle_s": idle, "busy_s": loaded, "ratio": loaded / idle, "floor_s": floor}
     return out
 
@@ -414,7 +415,7 @@ def main(argv=None) -> None:
             results["engine"][batch] = {"seconds_per_epoch": seconds, "matmul_share": matmul_share(seconds, threads)}
         cnn = load_params(REPO / "params.yaml").train_cnn
         results["cnn"] = {"batch": cnn.model.batch_size} | {
-            f"{name}_s": engine_epochs(cnn.model.batch_size, args.epochs, threads, cnn.model, cnn.channels, onednn)
+            f"{name}_s": engine_epochs(cnn.model.batch_size, args.epochs, threads, cnn.model, onednn)
             for name, onednn in (("aten", False), ("onednn", True))
         }
     if "busy" in parts:

@@ -12,15 +12,8 @@ from signdigits.core.cli import run_stage
 def main(params):
     from signdigits.training.stage import train_stage  # torch loads after run_stage pinned the CPU kernels
 
-    cnn = params.train_cnn
-    train_stage(
-        "train_cnn",
-        cnn.model,
-        params.runtime,
-        familiarity_components=cnn.familiarity_components,
-        channels=cnn.channels,
-        backgrounds=cnn.composite,
-    )
+    cnn = params.train_cnn  # its network (channels) and backgrounds (composite) are in cnn.model
+    train_stage("train_cnn", cnn.model, params.runtime, familiarity_components=cnn.familiarity_components)
 
 
 if __name__ == "__main__":

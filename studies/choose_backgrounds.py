@@ -32,17 +32,15 @@ from foreign_photos import load_foreign, predict_digits, right_per_source
 
 from signdigits.core.params import CNNParams, Composite, Runtime
 from signdigits.training.engine import evaluate, setup_runtime, train
+from signdigits.training.stage import settings
 
 CV_LOSS = 0.003  # issue 32: at most 0.3 points of CV accuracy below the recipe without backgrounds
 COMMITTED = dataclasses.replace(OUTSIDE.model, epochs=30)  # train_cnn's recipe before issue 32 (99.14% CV)
 
 
 def variant(share=0.0, zoom_share=0.0, zoom_out=1.0, **changes) -> CNNParams:
-    return CNNParams(
-        channels=OUTSIDE.channels,
-        model=dataclasses.replace(COMMITTED, **changes),
-        composite=Composite(share=share, zoom_share=zoom_share, zoom_out=zoom_out),
-    )
+    backgrounds = Composite(share=share, zoom_share=zoom_share, zoom_out=zoom_out)
+    return CNNParams(model=dataclasses.replace(COMMITTED, composite=backgrounds, **changes))
 
 
 CANDIDATES = {  # in the order tried; name: share of photos on backgrounds, share of those zoomed out, zoom, epochs
@@ -63,7 +61,7 @@ def run_fold(params: CNNParams, data, fold: int, foreign) -> dict:
     """Train on the fold's rest; score its held-out signers and the foreign photos (per source)."""
     train_part, held_out = data[fold]
     started, wall_started = time.process_time(), time.perf_counter()
-    result = train(params.model, train_part, held_out, list(range(10)), "cv", params.channels, params.composite)
+    result = train(params.model, train_part, held_out, list(range(10)), "cv")
     seconds, wall = time.process_time() - started, time.perf_counter() - wall_started
     predictions = evaluate(result.model, held_out).predictions
     return {
@@ -107,12 +105,7 @@ def leave_one_source_out(rows: dict, baseline: str = "none_e30") -> dict:
 
 
 def describe_params(params: CNNParams) -> dict:
-    return {
-        **dataclasses.asdict(params.model),
-        "hidden": list(params.model.hidden),
-        "channels": list(params.channels),
-        "composite": dataclasses.asdict(params.composite),
-    }
+    return settings(params.model)
 
 
 def main() -> None:

@@ -47,13 +47,14 @@ TOLERANCE = 0.005  # as choose_recipe.py: about one standard error of the pooled
 
 # The outside measurement: 16-32-64 channels, AdamW, onecycle lr 0.003, wd 0.05, 40 epochs.
 OUTSIDE = CNNParams(
-    channels=(16, 32, 64),
-    model=dataclasses.replace(BASELINE, hidden=(), dropout=0.0, batch_size=64, epochs=40, scheduler="onecycle"),
+    model=dataclasses.replace(
+        BASELINE, channels=(16, 32, 64), hidden=(), dropout=0.0, batch_size=64, epochs=40, scheduler="onecycle"
+    ),
 )  # the rest as choose_recipe's baseline: adamw, lr 0.003, wd 0.05, label smoothing 0.1, image normalisation, augment
 
 
 def variant(channels=None, **changes) -> CNNParams:
-    return CNNParams(channels=channels or OUTSIDE.channels, model=dataclasses.replace(OUTSIDE.model, **changes))
+    return CNNParams(model=dataclasses.replace(OUTSIDE.model, channels=channels or OUTSIDE.model.channels, **changes))
 
 
 CANDIDATES = {  # tried in this order; the outside recipe (40 epochs) after the shorter runs
@@ -92,7 +93,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
 
     def run(name: str) -> dict:
-        row = cross_validate(candidates[name].model, data, seeds, candidates[name].channels)
+        row = cross_validate(candidates[name].model, data, seeds)
         print_row(name, row)
         return row
 

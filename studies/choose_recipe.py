@@ -48,6 +48,7 @@ from signdigits.core import paths  # noqa: E402
 from signdigits.core.data import load_prepared, load_split  # noqa: E402
 from signdigits.core.params import Augment, Runtime, TrainParams  # noqa: E402
 from signdigits.training.engine import Part, evaluate, setup_runtime, train  # noqa: E402
+from signdigits.training.stage import settings  # noqa: E402
 
 FOLDS = 5
 N_TRAIN, N_VAL, IMAGE_SIZE = 1444, 308, 28  # the real stage's parts, for the multiply-add count
@@ -137,14 +138,14 @@ def smoke_candidates(candidates: dict, names) -> dict:
     return {name: one_epoch(candidates[name]) for name in names}
 
 
-def multiply_adds_per_epoch(cfg: TrainParams, channels: tuple[int, ...] = ()) -> int:
+def multiply_adds_per_epoch(cfg: TrainParams) -> int:
     """Forward n*in*out per dense layer and side^2*9*in*out per 3x3 conv; backward the same for weight
     gradients and, but for the first layer, inputs."""
     side, before, layers = IMAGE_SIZE, 1, []
-    for after in channels:
+    for after in cfg.channels:
         layers.append((side * side * 9 * before, after))  # a conv as a matrix product over its output pixels
         side, before = side // 2, after
-    widths = (before * side * side if channels else IMAGE_SIZE * IMAGE_SIZE, *cfg.hidden, 10)
+    widths = (before * side * side if cfg.channels else IMAGE_SIZE * IMAGE_SIZE, *cfg.hidden, 10)
     layers += list(zip(widths[:-1], widths[1:], strict=False))
     forward = sum(i * o for i, o in layers)
     backward = forward + sum(i * o for i, o in layers[1:])
@@ -156,13 +157,13 @@ def folds(labels: np.ndarray, signers: np.ndarray) -> list[tuple[np.ndarray, np.
     return list(splitter.split(np.zeros(len(labels)), labels, groups=signers))
 
 
-def cross_validate(cfg: TrainParams, data: list[tuple[Part, Part]], seeds: list[int], channels=()) -> dict:
-    """Train on each fold's rest, score its held-out signers; with `channels`, a CNN (engine.train's)."""
+def cross_validate(cfg: TrainParams, data: list[tuple[Part, Part]], seeds: list[int]) -> dict:
+    """Train on each fold's rest, score its held-out signers; with cfg.channels, a CNN (engine.train's)."""
     accuracies, correct, seconds, wall = [], 0, [], []
     for train_part, held_out in data:
         for seed in seeds:
             started, wall_started = time.process_time(), time.perf_counter()
-            result = train(dataclasses.replace(cfg, seed=seed), train_part, held_out, list(range(10)), "cv", channels)
+            result = train(dataclasses.replace(cfg, seed=seed), train_part, held_out, list(range(10)), "cv")
             seconds.append(time.process_time() - started)
             wall.append(time.perf_counter() - wall_started)
             scored = evaluate(result.model, held_out)
@@ -176,15 +177,11 @@ def cross_validate(cfg: TrainParams, data: list[tuple[Part, Part]], seeds: list[
         "per_fold": per_fold,
         "seeds": len(seeds),
         "epochs": cfg.epochs,
-        "gmacs_per_epoch": multiply_adds_per_epoch(cfg, channels) / 1e9,
-        "gmacs": cfg.epochs * multiply_adds_per_epoch(cfg, channels) / 1e9,
+        "gmacs_per_epoch": multiply_adds_per_epoch(cfg) / 1e9,
+        "gmacs": cfg.epochs * multiply_adds_per_epoch(cfg) / 1e9,
         "train_process_s": statistics.mean(seconds),
         "train_wall_s": statistics.mean(wall),
-        "params": {
-            **dataclasses.asdict(cfg),
-            "hidden": list(cfg.hidden),
-            **({"channels": list(channels)} if channels else {}),
-        },
+        "params": settings(cfg),
     }
 
 

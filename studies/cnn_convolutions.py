@@ -38,7 +38,7 @@ CHILD = """
 import hashlib, json, logging, statistics, sys, time, dataclasses
 import numpy as np, torch
 onednn, threads, epochs = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3])
-from signdigits.core.params import load_params
+from signdigits.core.params import Composite, load_params
 from signdigits.training.engine import _use_deterministic_algorithms, train
 from signdigits.training.stage import load_stage_data
 torch.backends.mkldnn.enabled = onednn
@@ -51,8 +51,8 @@ handler = logging.Handler()
 handler.emit = lambda record: " epoch " in record.getMessage() and stamps.append(time.perf_counter())
 logging.getLogger("signdigits.training.engine").addHandler(handler)
 logging.getLogger("signdigits.training.engine").setLevel(logging.INFO)
-cfg = dataclasses.replace(cnn.model, epochs=epochs)
-result = train(cfg, data.train, data.val, data.classes, "cnn", cnn.channels)
+cfg = dataclasses.replace(cnn.model, epochs=epochs, composite=Composite())  # the plain photos, as the rows recorded
+result = train(cfg, data.train, data.val, data.classes, "cnn")
 digest = hashlib.sha256()
 for key, value in result.model.state_dict().items():
     digest.update(key.encode()); digest.update(value.numpy().tobytes())

@@ -37,6 +37,7 @@ CNN = TrainParams(
     label_smoothing=0.1,
     normalize_images=True,
     augment=Augment(shift=0.06, rotate=8, scale=0.06),
+    channels=CHANNELS,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +56,7 @@ def images(n: int, size: int, seed: int) -> Part:
 
 def test_the_engine_trains_a_cnn_that_learns():
     train_part, val = images(200, 16, seed=0), images(60, 16, seed=1)
-    result = train(dataclasses.replace(CNN, epochs=8), train_part, val, list(range(10)), "cnn", CHANNELS)
+    result = train(dataclasses.replace(CNN, epochs=8), train_part, val, list(range(10)), "cnn")
     model = result.model
     assert model.arch.kind == "cnn" and model.arch.channels == CHANNELS
     assert describe(model.arch) == "16x16-c4-c8-128-10"  # 8 channels of 4x4 after two poolings
@@ -65,7 +66,7 @@ def test_the_engine_trains_a_cnn_that_learns():
 
 
 def test_a_cnn_file_records_its_kind_and_round_trips_bitwise(tmp_path):
-    result = train(CNN, images(64, 16, 0), images(20, 16, 1), list(range(10)), "cnn", CHANNELS)
+    result = train(CNN, images(64, 16, 0), images(20, 16, 1), list(range(10)), "cnn")
     path = tmp_path / "cnn.pt"
     path.write_bytes(model_bytes(result.model))
     loaded = load_model(path, kind="cnn", hidden=())
@@ -81,8 +82,8 @@ def test_a_cnn_file_records_its_kind_and_round_trips_bitwise(tmp_path):
 
 
 def test_the_stage_writes_a_cnn_with_its_own_familiarity_check(tiny_layout):
-    metrics = train_stage("train_cnn", dataclasses.replace(CNN, augment=Augment()), Runtime(device="cpu", threads=1),
-                          familiarity_components=5, channels=(4,), backgrounds=Composite(0.3, 0.5, 1.5))  # fmt: skip
+    cfg = dataclasses.replace(CNN, augment=Augment(), channels=(4,), composite=Composite(0.3, 0.5, 1.5))
+    metrics = train_stage("train_cnn", cfg, Runtime(device="cpu", threads=1), familiarity_components=5)
     model = load_model(paths.model_path("train_cnn"))
     assert model.arch.kind == "cnn" and model.familiarity is not None
     assert model.familiarity.pixels.normalize_images is True  # the CNN's own setting
@@ -102,8 +103,7 @@ sys.path.insert(0, sys.argv[2])
 import test_cnn
 setup_runtime(Runtime(device="cpu", threads=int(sys.argv[1])))
 assert not torch.backends.mkldnn.enabled  # portable: convolutions in ATen
-result = train(test_cnn.CNN, test_cnn.images(96, 16, 0), test_cnn.images(30, 16, 1), list(range(10)), "cnn",
-               test_cnn.CHANNELS)
+result = train(test_cnn.CNN, test_cnn.images(96, 16, 0), test_cnn.images(30, 16, 1), list(range(10)), "cnn")
 print(hashlib.sha256(model_bytes(result.model)).hexdigest(), result.history[-1]["val_loss"])
 """
 

@@ -106,17 +106,18 @@ def test_training_with_backgrounds_is_reproducible_and_differs_from_without():
     photos, _ = light_wall_photos(32)
     labels = np.arange(32) % 2
     data = Part.from_arrays(photos, labels, CPU)
-    cfg = TrainParams(hidden=(), batch_size=8, epochs=2, optimizer="adamw", lr=0.003, normalize_images=True)
+    cfg = TrainParams(
+        hidden=(), batch_size=8, epochs=2, optimizer="adamw", lr=0.003, normalize_images=True, channels=(4,)
+    )
     backgrounds = Composite(share=0.7, zoom_share=0.5, zoom_out=1.8)
 
-    def weights(**kwargs):
-        model = train(dataclasses.replace(cfg), data, data, [0, 1], channels=(4,), **kwargs).model
+    def weights(composite: Composite) -> torch.Tensor:
+        model = train(dataclasses.replace(cfg, composite=composite), data, data, [0, 1]).model
         return torch.cat([p.flatten() for p in model.state_dict().values() if p.is_floating_point()])
 
-    with_backgrounds = weights(backgrounds=backgrounds)
-    assert torch.equal(with_backgrounds, weights(backgrounds=backgrounds))
-    assert not torch.equal(with_backgrounds, weights())
-    assert torch.equal(weights(), weights(backgrounds=Composite()))  # share 0: the loop as before
+    with_backgrounds = weights(backgrounds)
+    assert torch.equal(with_backgrounds, weights(backgrounds))
+    assert not torch.equal(with_backgrounds, weights(Composite()))  # share 0: the loop as before
 
 
 def test_a_composite_trained_models_pixel_score_is_fitted_on_its_composited_photos_thresholded_on_val():

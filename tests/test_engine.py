@@ -24,12 +24,11 @@ from signdigits.training.engine import (
     _epoch_order,
     augment,
     evaluate,
-    make_arch,
     make_scheduler,
     setup_runtime,
     train,
 )
-from signdigits.training.model import Classifier, Network
+from signdigits.training.model import Arch, Classifier, Network
 from signdigits.training.model_file import model_bytes
 
 SIZE = 8
@@ -292,11 +291,11 @@ def test_augment_keeps_shapes_changes_pixels_and_is_seeded():
 def test_an_epoch_prepared_at_once_equals_batch_by_batch(normalize_images):
     """The loop augments and standardises a whole epoch in one go: the same draws and numbers as a batch at a time."""
     data = make_part(37, seed=0)
-    arch = make_arch(config(normalize_images=normalize_images), SIZE, 4)
-    net = Network(arch, data.x.mean(0), data.x.std(0).clamp_min(1e-3))
-    cfg = Augment(shift=0.1, rotate=15, scale=0.1)
+    train_cfg = config(normalize_images=normalize_images, augment=Augment(shift=0.1, rotate=15, scale=0.1))
+    net = Network(Arch.of(train_cfg, SIZE, 4), data.x.mean(0), data.x.std(0).clamp_min(1e-3))
+    cfg = train_cfg.augment
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(3))
-    at_once = _epoch_inputs(net, data.x[order], SIZE, cfg, torch.Generator().manual_seed(0))
+    at_once = _epoch_inputs(net, data.x[order], SIZE, train_cfg, torch.Generator().manual_seed(0))
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         batches = [net.standardize(augment(data.x[order[i : i + 8]], SIZE, cfg, rng)) for i in range(0, 37, 8)]

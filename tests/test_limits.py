@@ -91,7 +91,7 @@ def test_this_machine_has_memory_available():
 def test_estimate_covers_what_torch_allocates(optimizer, momentum):
     """Weights, gradients and optimizer state after a real step, in bytes, are within the estimate."""
     cfg = TrainParams(hidden=(300, 100), optimizer=optimizer, momentum=momentum, batch_size=16)
-    held = bytes_held_after_a_step(cfg, Arch(28, cfg.hidden, 10, 0.0))
+    held = bytes_held_after_a_step(cfg, Arch.of(cfg, 28, 10))
     estimate = training_bytes(cfg, 784, 10, images=16)
     assert held <= estimate < 2 * held
 
@@ -111,13 +111,14 @@ def bytes_held_after_a_step(cfg: TrainParams, arch: Arch) -> int:
 
 def test_cnn_estimate_covers_its_weights_and_a_batchs_activations():
     """A CNN's estimate learns its kind: conv weights, optimizer state, and the activations torch keeps for backward."""
-    cfg = TrainParams(hidden=(), optimizer="adamw", batch_size=64)
-    arch = Arch(28, (), 10, 0.0, kind="cnn", channels=(16, 32, 64))
+    cfg = TrainParams(hidden=(), optimizer="adamw", batch_size=64, channels=(16, 32, 64))
+    arch = Arch.of(cfg, 28, 10)  # the network the estimate reads too
     held = bytes_held_after_a_step(cfg, arch)
     activations = 4 * 64 * sum(c * s * s for c, s in zip(arch.channels, (28, 14, 7), strict=True))  # conv outputs
-    estimate = training_bytes(cfg, 784, 10, 64, arch.channels)
+    estimate = training_bytes(cfg, 784, 10, 64)
+    narrower = dataclasses.replace(cfg, channels=(8, 16, 32))
     assert held + activations <= estimate
-    assert estimate > training_bytes(cfg, 784, 10, 64, (8, 16, 32)) > training_bytes(cfg, 784, 10, 64)
+    assert estimate > training_bytes(narrower, 784, 10, 64) > training_bytes(dataclasses.replace(cfg, channels=()), 784, 10, 64)
 
 
 def test_estimate_grows_with_what_is_kept():

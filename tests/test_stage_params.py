@@ -24,10 +24,10 @@ import yaml
 from helpers import DVC_PLOTS, DVC_STAGES, ROOT
 
 from signdigits.core import paths
-from signdigits.core.params import Params, TrainParams
+from signdigits.core.params import CNN_ONLY, CNN_SECTIONS, FINAL_KEYS, Params
 
 SECTIONS = typing.get_type_hints(Params)
-TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainParams)]
+TRAIN_KEYS = list(FINAL_KEYS)  # a CNN's section (CNN_SECTIONS) also holds the CNN_ONLY keys
 # Sections that hold a model's keys beside their own (train_binary, exp2): field `model`.
 MODEL_SECTIONS = {
     name: cls
@@ -58,13 +58,14 @@ def keys_of(read: tuple[str, ...]) -> list[str]:
     """The params.yaml keys (dotted) behind one read; `final` is the top-level keys."""
     section, *key = read
     prefix = "" if section == "final" else f"{section}."
+    model_keys = TRAIN_KEYS + (list(CNN_ONLY) if section in CNN_SECTIONS else [])
     if section == "final" or (section in MODEL_SECTIONS and key == ["model"]):
-        return [prefix + name for name in TRAIN_KEYS]
+        return [prefix + name for name in model_keys]
     if key:
         return [prefix + key[0]]
     if section in MODEL_SECTIONS:  # its own keys beside the model's
         own = [f.name for f in dataclasses.fields(MODEL_SECTIONS[section]) if f.name != "model"]
-        return [prefix + name for name in own + TRAIN_KEYS]
+        return [prefix + name for name in own + model_keys]
     return [section]
 
 

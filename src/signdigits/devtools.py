@@ -13,17 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-PIPELINE_STAGES = [
-    "prepare",
-    "split",
-    "train_binary",
-    "train_base",
-    "train_exp1",
-    "sweep_exp2",
-    "train_best",
-    "train_cnn",
-    "evaluate",
-]
+import yaml
+
+# The stages in the order dvc.yaml writes them, which is the order `dvc repro` runs them in (its DAG allows no other).
+PIPELINE_STAGES = list(yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"])
 
 
 class CommandFailed(RuntimeError):

@@ -27,22 +27,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int, channels: tuple[int, ...] = ()) -> int:
-    """A rough upper estimate of what training cfg keeps in memory, from the network's shape.
+def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int) -> int:
+    """A rough upper estimate of what training cfg keeps in memory, from the network cfg describes.
 
     Weights of every ensemble member (trained one after another), the gradients and optimizer state
     of the one in training, a copy of the best epoch's weights with early stopping, the activations
     of a training batch (outputs, dropout masks, gradients) or of a whole evaluated part, and the
-    images themselves as float32 inputs. With `channels` (a CNN of square images), each conv block adds
+    images themselves as float32 inputs. A CNN's (cfg.channels, square images): each conv block adds
     its 3x3 weights and batch norm's, and per image its unfolded input (ATen's im2col) and its outputs
     before and after batch norm, ReLU and pooling.
     """
     side, before, conv_weights, conv_numbers = math.isqrt(inputs), 1, 0, 0
-    for after, pooled in zip(channels, conv_sides(side, len(channels)), strict=True):
+    widths = [dense_inputs(side, cfg.channels), *cfg.hidden, classes]
+    for after, pooled in zip(cfg.channels, conv_sides(side, len(cfg.channels)), strict=True):
         conv_weights += 9 * before * after + 2 * after
         conv_numbers += (9 * before + 3 * after) * side * side + after * pooled**2
         side, before = pooled, after
-    widths = [before * side * side if channels else inputs, *cfg.hidden, classes]
     weights = conv_weights + sum((a + 1) * b for a, b in itertools.pairwise(widths))
     states = OPTIMIZER_STATES.get(cfg.optimizer, 1 if cfg.momentum > 0 else 0)
     copies = cfg.ensemble + 1 + states + (1 if cfg.patience else 0)
@@ -53,14 +53,21 @@ def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int, cha
 def conv_sides(image_size: int, blocks: int) -> list[int]:
     """The side of each conv block's output for square images: every block (2x2 max pool) halves it, rounding down.
 
-    The one place of this arithmetic: the network (model.Arch), the memory estimate and the check that the
-    blocks leave at least a pixel (training.stage.require_conv_fits) all read it.
+    The one place of this arithmetic: the network (model.Arch, through dense_inputs), the memory estimate and
+    the check that the blocks leave at least a pixel (training.stage.require_conv_fits) all read it.
     """
     sides, side = [], image_size
     for _ in range(blocks):
         side //= 2
         sides.append(side)
     return sides
+
+
+def dense_inputs(image_size: int, channels: tuple[int, ...]) -> int:
+    """What a network's dense layers read: the pixels, or the last conv block's channels times its pooled side squared."""
+    if not channels:
+        return image_size * image_size
+    return channels[-1] * conv_sides(image_size, len(channels))[-1] ** 2
 
 
 def available_memory(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str] | None:

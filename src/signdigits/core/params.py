@@ -95,8 +95,29 @@ class Augment:
 
 
 @dataclass(frozen=True)
+class Composite:
+    """Training photos on random backgrounds (training/composite.py): the hand cut out of its wall.
+
+    `share` of each batch's photos get a random smooth background; of those, `zoom_share` are first
+    made up to `zoom_out` times smaller at a random place. share 0: off.
+    """
+
+    share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_share: float = _opt(0.0, ge=0.0, le=1.0)
+    zoom_out: float = _opt(1.0, ge=1.0, le=4.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.share > 0
+
+
+@dataclass(frozen=True)
 class TrainParams:
-    """Everything that defines one training run of a fully-connected network."""
+    """Everything that defines one training run, the network included: its dense layers (hidden, dropout,
+    normalize_images) and, for a CNN, its conv blocks (channels); the memory estimate (core.limits) and
+    the model (training.model.Arch) both read the network from here. channels and composite are
+    written only in a CNN's section (CNN_ONLY); elsewhere they hold their defaults: a fully-connected
+    network trained on the plain photos."""
 
     hidden: tuple[int, ...] = _opt((128,), ge=1, le=MAX_WIDTH)
     dropout: float = _opt(0.0, ge=0.0, lt=1.0)
@@ -116,6 +137,17 @@ class TrainParams:
     ensemble: int = _opt(1, ge=1, le=64)
     balanced: bool = False
     seed: int = _opt(0, ge=0, lt=SEED_LIMIT)
+    channels: tuple[int, ...] = _opt((), ge=1, le=MAX_CHANNELS)  # a CNN's conv blocks; none: fully connected
+    composite: Composite = field(default_factory=Composite)
+
+    @property
+    def kind(self) -> str:
+        return "cnn" if self.channels else "mlp"
+
+
+# TrainParams fields written only in a CNN's section (train_cnn); anywhere else they are unknown keys and hold these.
+CNN_ONLY = {"channels": (), "composite": Composite()}
+CNN_CHANNELS = (16, 32, 64)  # a CNN section's channels where not written
 
 
 @dataclass(frozen=True)
@@ -132,31 +164,16 @@ class BinaryParams:
 
 
 @dataclass(frozen=True)
-class Composite:
-    """Training photos on random backgrounds (training/composite.py): the hand cut out of its wall.
-
-    `share` of each batch's photos get a random smooth background; of those, `zoom_share` are first
-    made up to `zoom_out` times smaller at a random place. share 0: off.
-    """
-
-    share: float = _opt(0.0, ge=0.0, le=1.0)
-    zoom_share: float = _opt(0.0, ge=0.0, le=1.0)
-    zoom_out: float = _opt(1.0, ge=1.0, le=4.0)
-
-    @property
-    def enabled(self) -> bool:
-        return self.share > 0
-
-
-@dataclass(frozen=True)
 class CNNParams:
-    """train_cnn: the conv blocks' channels, its own familiarity check's components and its backgrounds
-    beside a training run's keys."""
+    """train_cnn: its own familiarity check's components beside a training run's keys, which here include
+    the conv blocks' channels (at least one) and the backgrounds (composite)."""
 
-    channels: tuple[int, ...] = _opt((16, 32, 64), ge=1, le=MAX_CHANNELS, min_len=1)
     familiarity_components: int = _opt(60, ge=1, le=4096)
-    composite: Composite = field(default_factory=Composite)
-    model: TrainParams = field(default_factory=TrainParams)
+    model: TrainParams = field(default_factory=lambda: TrainParams(channels=CNN_CHANNELS))
+
+    def __post_init__(self):
+        if not self.model.channels:
+            raise PipelineError("params.yaml: train_cnn.channels = [] is not allowed: list at least 1 value")
 
 
 @dataclass(frozen=True)
@@ -222,11 +239,12 @@ class Params:
     review: ReviewParams
 
 
-# Sections whose keys are TrainParams fields mixed with their own (grid lists, digits, channels).
+# Sections whose keys are TrainParams fields mixed with their own (grid lists, digits, familiarity_components).
 _MODEL_SECTIONS = {"train_binary": BinaryParams, "exp2": SweepParams, "train_cnn": CNNParams}
+CNN_SECTIONS = ("train_cnn",)  # where CNN_ONLY keys may be written
 
 
-FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams))
+FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams) if f.name not in CNN_ONLY)
 EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
 
 
@@ -420,7 +438,7 @@ def parse_params(raw: Any) -> Params:
     sections = {f.name for f in dataclasses.fields(Params)} - {"final"}
     top_level = {k: v for k, v in raw.items() if k not in sections}
     values = {name: _parse_section(name, raw.get(name, {})) for name in sections}
-    values["final"] = _build(TrainParams, top_level, prefix="", sections=sections)
+    values["final"] = _build(TrainParams, top_level, prefix="", sections=sections, **CNN_ONLY)
     return Params(**values)
 
 
@@ -432,9 +450,12 @@ def _parse_section(name: str, value: Any):
         cls = _MODEL_SECTIONS[name]
         own = {f.name for f in dataclasses.fields(cls)} - {"model"}
         model_keys = {k: v for k, v in value.items() if k not in own}
-        model = _build(TrainParams, model_keys, prefix=f"{name}.", sections=frozenset(own))
+        if name in CNN_SECTIONS:
+            model_keys = {"channels": list(CNN_CHANNELS), **model_keys}
+        fixed = {} if name in CNN_SECTIONS else CNN_ONLY
+        model = _build(TrainParams, model_keys, prefix=f"{name}.", sections=frozenset(own), **fixed)
         return _build(cls, {k: v for k, v in value.items() if k in own}, prefix=f"{name}.", model=model)
-    return _build(hints[name], value, prefix=f"{name}.")
+    return _build(hints[name], value, prefix=f"{name}.", **(CNN_ONLY if hints[name] is TrainParams else {}))
 
 
 def _build(cls, mapping: dict, prefix: str, sections: frozenset = frozenset(), **extra):

@@ -17,9 +17,22 @@ PER_CLASS = PLOTS / "evaluate" / "per_class.csv"
 FAMILIARITY_SHIFTS = PLOTS / "evaluate" / "familiarity_shifts.csv"
 REPORT = METRICS / "report.md"
 
-STUDY_MODELS = ("train_binary", "train_base", "train_exp1", "train_best")  # the study's models
-BEYOND_STUDY = ("train_cnn",)  # models the study did not have: last, so the study's rows keep their bytes
-TRAINED_MODELS = STUDY_MODELS + BEYOND_STUDY  # what evaluate scores, in this order
+# The one list of trained models the code reads: each is a stage of dvc.yaml that writes models/<name>.pt, listed
+# in the order evaluate scores them, with whether the study had it (a model beyond the study reports its test
+# accuracy alone in metrics/evaluate.json). A new model goes last, so the existing rows, seeded bootstraps and
+# intervals keep their bytes (docs/add-a-model.md). This file is in src/signdigits/core, on which every stage
+# depends: after a change here `dvc repro` reruns every stage, and all but evaluate (and a new model's stage)
+# write the bytes they had. tests/test_stage_params.py checks dvc.yaml's stages and evaluate's entries against it.
+MODEL_LIST = {
+    "train_binary": "study",
+    "train_base": "study",
+    "train_exp1": "study",
+    "train_best": "study",
+    "train_cnn": "beyond the study",
+}
+TRAINED_MODELS = tuple(MODEL_LIST)  # what evaluate scores, in this order
+STUDY_MODELS = tuple(name for name, origin in MODEL_LIST.items() if origin == "study")
+BEYOND_STUDY = tuple(name for name, origin in MODEL_LIST.items() if origin == "beyond the study")
 BASE_MODEL = "train_base"  # the study's reference
 EXPERIMENT_MODEL = "train_exp1"  # the study's experiment 1, whose network the sweep (experiment 2) trains
 FINAL_MODEL = "train_best"

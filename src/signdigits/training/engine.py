@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels, pin_convolutions
 from signdigits.core.limits import usable_cores
-from signdigits.core.params import Composite, Runtime, TrainParams
+from signdigits.core.params import Runtime, TrainParams
 from signdigits.training import optim
 from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
@@ -102,27 +102,24 @@ def train(
     val_data: Part,
     classes: list[int],
     name: str = "model",
-    channels: tuple[int, ...] = (),
-    backgrounds: Composite | None = None,
 ) -> TrainResult:
     """Train cfg.ensemble networks with seeds seed, seed+1, ...; return them as one Classifier.
 
-    With `channels`, each network is a CNN with those conv blocks before its dense layers (model.Arch);
-    the loop, schedules, augmentation and history are the same for both kinds. With `backgrounds`
+    With cfg.channels, each network is a CNN with those conv blocks before its dense layers (model.Arch.of);
+    the loop, schedules, augmentation and history are the same for both kinds. With cfg.composite
     enabled, training photos are also laid on random backgrounds (training/composite.py).
     """
     image_size = math.isqrt(train_data.x.shape[1])
-    arch = make_arch(cfg, image_size, len(classes), channels)
+    arch = Arch.of(cfg, image_size, len(classes))
     inputs = normalize_each_image(train_data.x) if cfg.normalize_images else train_data.x
     mean = inputs.mean(dim=0)  # per-pixel statistics of the training part only
     std = inputs.std(dim=0).clamp_min(1e-3)  # constant pixels would divide by zero
-    backgrounds = backgrounds if backgrounds is not None and backgrounds.enabled else None
-    masks = hand_masks(train_data.x, image_size) if backgrounds else None
+    masks = hand_masks(train_data.x, image_size) if cfg.composite.enabled else None  # where each hand is
     members, results = [], []
     for k in range(cfg.ensemble):
         tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
         member, result = _train_member(
-            cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag, backgrounds, masks
+            cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag, masks
         )
         members.append(member)
         results.append(result)
@@ -131,14 +128,8 @@ def train(
     return first
 
 
-def make_arch(cfg: TrainParams, image_size: int, n_classes: int, channels: tuple[int, ...] = ()) -> Arch:
-    """The network cfg trains: fully connected, or a CNN when `channels` names its conv blocks."""
-    kind = "cnn" if channels else "mlp"
-    return Arch(image_size, cfg.hidden, n_classes, cfg.dropout, cfg.normalize_images, kind, tuple(channels))
-
-
 def _train_member(
-    cfg, seed, arch, mean, std, train_data, val_data, tag, backgrounds=None, masks=None
+    cfg, seed, arch, mean, std, train_data, val_data, tag, masks=None
 ) -> tuple[Network, TrainResult]:
     torch.manual_seed(seed)  # weights and dropout
     order_rng = torch.Generator().manual_seed(seed)  # batch order and augmentation, on the CPU
@@ -155,7 +146,7 @@ def _train_member(
         net.train()
         order = _epoch_order(train_data.y, cfg.balanced, order_rng).to(device)
         inputs, labels = (
-            _epoch_inputs(net, train_data.x[order], arch.image_size, cfg.augment, order_rng, backgrounds, masks, order),
+            _epoch_inputs(net, train_data.x[order], arch.image_size, cfg, order_rng, masks, order),
             train_data.y[order],
         )
         loss_sum = torch.zeros((), device=device)
@@ -244,23 +235,22 @@ def _epoch_inputs(
     net: Network,
     pixels: torch.Tensor,
     image_size: int,
-    cfg,
+    cfg: TrainParams,
     rng: torch.Generator,
-    backgrounds=None,
-    masks=None,
+    masks: torch.Tensor | None = None,
     order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The epoch's images, in its order, laid on backgrounds (if asked), augmented and standardised in one go:
-    what net.head reads.
+    """The epoch's images, in its order, laid on backgrounds (cfg.composite, given the training photos' hand
+    `masks`), augmented (cfg.augment) and standardised in one go: what net.head reads.
 
     Every image gets its own draws, and each step works image by image, so the augmentation's numbers are
     those of doing it batch by batch, in a few dozen kernel calls an epoch instead of a few dozen a batch.
     With backgrounds, the epoch's composite draws come before its augmentation draws.
     """
-    if backgrounds:
-        pixels = composite(pixels, masks[order], image_size, backgrounds, rng)
-    if cfg.enabled:
-        pixels = augment(pixels, image_size, cfg, rng)
+    if masks is not None:
+        pixels = composite(pixels, masks[order], image_size, cfg.composite, rng)
+    if cfg.augment.enabled:
+        pixels = augment(pixels, image_size, cfg.augment, rng)
     return net.standardize(pixels)
 
 

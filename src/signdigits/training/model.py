@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from signdigits.core.limits import conv_sides
+from signdigits.core.limits import dense_inputs
 from signdigits.training.inputs import normalize_each_image
 from signdigits.training.products import BatchNorm, Conv3x3, Dense
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from signdigits.core.params import TrainParams
 
     from signdigits.training.familiarity import ModelCheck
 
@@ -35,6 +37,12 @@ class Arch:
     kind: str = "mlp"  # mlp | cnn
     channels: tuple[int, ...] = ()  # cnn: output channels of each conv block (3x3 conv, batch norm, ReLU, 2x2 max pool)
 
+    @classmethod
+    def of(cls, cfg: TrainParams, image_size: int, n_classes: int) -> Arch:
+        """The network a training config describes (its hidden, dropout, normalize_images and channels), for
+        the data's image size and classes: what the memory estimate (core.limits.training_bytes) reads too."""
+        return cls(image_size, cfg.hidden, n_classes, cfg.dropout, cfg.normalize_images, cfg.kind, cfg.channels)
+
     @property
     def input_size(self) -> int:
         return self.image_size * self.image_size
@@ -42,14 +50,7 @@ class Arch:
     @property
     def flat_size(self) -> int:
         """What the dense layers read: the pixels, or the last conv block's channels times its pooled side."""
-        if self.kind == "mlp":
-            return self.input_size
-        return self.channels[-1] * self.feature_sides[-1] ** 2
-
-    @property
-    def feature_sides(self) -> list[int]:
-        """The side of each conv block's output (every block halves it, rounding down)."""
-        return conv_sides(self.image_size, len(self.channels))
+        return dense_inputs(self.image_size, self.channels)
 
 
 class Network(nn.Module):

@@ -14,7 +14,7 @@ from signdigits.core.data import load_train_val
 from signdigits.core.errors import PipelineError
 from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import conv_sides, require_memory, training_bytes
-from signdigits.core.params import Composite, Runtime, TrainParams, shown
+from signdigits.core.params import CNN_ONLY, Composite, Runtime, TrainParams, shown
 from signdigits.training.composite import composited_once
 from signdigits.training.engine import Part, accuracy, evaluate, setup_runtime, train
 from signdigits.training.familiarity import ModelCheck, fit_familiarity, fit_model_check, require_components_fit
@@ -69,40 +69,38 @@ def train_stage(
     runtime: Runtime,
     classes: tuple[int, ...] = tuple(range(10)),
     familiarity_components: int = 0,
-    channels: tuple[int, ...] = (),
-    backgrounds: Composite | None = None,
 ) -> dict:
     """Train one stage's model and write models/<name>.pt, metrics/<name>.json, plots/<name>/history.csv.
 
     The JSON records the settings the model was trained with, so evaluate and the report read them
     from here and never from params.yaml. With familiarity_components, the model file also carries a
-    familiarity check fitted on the same training images and the trained network. With channels, the
-    network is a CNN; with backgrounds, its training photos are also laid on random backgrounds (training/composite.py).
+    familiarity check fitted on the same training images and the trained network. With cfg.channels, the
+    network is a CNN; with cfg.composite, its training photos are also laid on random backgrounds
+    (training/composite.py).
     """
     device = setup_runtime(runtime)
     data = load_stage_data(device, classes)
     key = params_prefix(name)
     require_batch_fits(f"{key}batch_size", cfg.batch_size, len(data.train))
     n_train, inputs = data.train.x.shape
-    require_conv_fits(f"{key}channels", channels, math.isqrt(inputs))
+    require_conv_fits(f"{key}channels", cfg.channels, math.isqrt(inputs))
     what = "training it" if cfg.ensemble == 1 else f"training it ({cfg.ensemble} networks)"
-    needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val), channels)
-    size_key, size = (f"{key}channels", channels) if channels else (f"{key}hidden", cfg.hidden)
+    needed = training_bytes(cfg, inputs, len(classes), n_train + len(data.val))
+    size_key, size = (f"{key}channels", cfg.channels) if cfg.channels else (f"{key}hidden", cfg.hidden)
     require_memory(size_key, size, needed, what)
     if familiarity_components:
         require_components_fit(familiarity_components, n_train, inputs)
     started = time.perf_counter()
-    result = train(cfg, data.train, data.val, data.classes, name, channels, backgrounds)
+    result = train(cfg, data.train, data.val, data.classes, name)
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
     if familiarity_components:
         result.model.familiarity = fit_check(
-            result.model, data, cfg.normalize_images, familiarity_components, backgrounds, cfg.seed
+            result.model, data, cfg.normalize_images, familiarity_components, cfg.composite, cfg.seed
         )
     metrics = {
         "config": {
-            **settings(cfg, channels),
-            **({"composite": asdict(backgrounds)} if backgrounds is not None else {}),
+            **settings(cfg),
             "classes": data.classes,
             "network": describe(result.model.arch),
         },
@@ -147,9 +145,14 @@ def params_prefix(name: str) -> str:
     return "" if name == paths.FINAL_MODEL else f"{name}."
 
 
-def settings(cfg: TrainParams, channels: tuple[int, ...] = ()) -> dict:
-    """The resolved training settings as plain JSON data (a CNN's with its channels)."""
-    return {**asdict(cfg), "hidden": list(cfg.hidden), **({"channels": list(channels)} if channels else {})}
+def settings(cfg: TrainParams) -> dict:
+    """The resolved training settings as plain JSON data; a CNN's with its channels and backgrounds (composite),
+    a fully-connected network's without those keys, which only a CNN's section holds (params.CNN_ONLY)."""
+    values = {**asdict(cfg), "hidden": list(cfg.hidden), "channels": list(cfg.channels)}
+    if cfg.kind == "mlp":
+        for key in CNN_ONLY:
+            del values[key]
+    return values
 
 
 def _loss_and_accuracy(model, data: Part) -> dict:
