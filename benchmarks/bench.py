@@ -78,7 +78,8 @@ def engine_epochs(
 ) -> float:
     """Median seconds per epoch of train() after the first (warm-up), from the gaps between its epoch log lines.
 
-    With cfg.channels, a CNN, trained on the plain photos (no composite), as the recorded numbers were; `onednn` runs its convolutions in oneDNN rather than ATen (what portable does);
+    With cfg.channels, a CNN, trained on the plain photos (no composite), as the recorded numbers were;
+    `onednn` runs its convolutions in oneDNN rather than ATen (what portable does);
     `images`: how many training and val images (the committed split's by default).
     """
     setup_runtime(Runtime(device="cpu", threads=threads))

@@ -1,5 +1,5 @@
-"""train_cnn's network (issue 26): the engine trains it like the MLPs, its file records its kind, and its
-bytes repeat for the same thread count across runs under `portable` (convolutions in ATen, not oneDNN).
+"""train_cnn's network (issue 26): the engine trains it like the MLPs and its file records its kind (that its
+bytes do not depend on the thread count: test_products.py).
 
 Tiny 2-epoch CNNs on synthetic images: the full stage's repeatability is what these pin down.
 """
@@ -7,10 +7,6 @@ Tiny 2-epoch CNNs on synthetic images: the full stage's repeatability is what th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -91,35 +87,3 @@ def test_the_stage_writes_a_cnn_with_its_own_familiarity_check(tiny_layout):
     assert metrics["config"]["channels"] == [4] and metrics["config"]["network"] == "8x8-c4-64-10"
     assert metrics["config"]["composite"] == {"share": 0.3, "zoom_share": 0.5, "zoom_out": 1.5}  # what it trained with
     assert read_json(paths.metrics_path("train_cnn"))["config"] == metrics["config"]
-
-
-CHILD = """
-import hashlib, sys
-import numpy as np, torch
-from signdigits.core.params import Runtime
-from signdigits.training.engine import setup_runtime, train
-from signdigits.training.model_file import model_bytes
-sys.path.insert(0, sys.argv[2])
-import test_cnn
-setup_runtime(Runtime(device="cpu", threads=int(sys.argv[1])))
-assert not torch.backends.mkldnn.enabled  # portable: convolutions in ATen
-result = train(test_cnn.CNN, test_cnn.images(96, 16, 0), test_cnn.images(30, 16, 1), list(range(10)), "cnn")
-print(hashlib.sha256(model_bytes(result.model)).hexdigest(), result.history[-1]["val_loss"])
-"""
-
-
-def test_cnn_bytes_repeat_across_runs_for_the_same_thread_count():
-    """Fresh processes with the portable pins, as the stage runs: threads 1 twice, 2 twice (2 epochs each)."""
-    assert os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2"  # conftest pinned the portable kernels
-    tests = os.path.dirname(__file__)
-    runs = {
-        threads: [
-            subprocess.run([sys.executable, "-c", CHILD, str(threads), tests], capture_output=True, text=True,
-                           check=True, timeout=300).stdout.strip()
-            for _ in range(2)
-        ]
-        for threads in (1, 2)
-    }  # fmt: skip
-    for threads, (first, second) in runs.items():
-        assert first == second, f"{threads} threads: two runs gave other bytes"
-    assert hashlib.sha256(b"").hexdigest() not in runs[1][0]

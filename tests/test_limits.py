@@ -118,7 +118,11 @@ def test_cnn_estimate_covers_its_weights_and_a_batchs_activations():
     estimate = training_bytes(cfg, 784, 10, 64)
     narrower = dataclasses.replace(cfg, channels=(8, 16, 32))
     assert held + activations <= estimate
-    assert estimate > training_bytes(narrower, 784, 10, 64) > training_bytes(dataclasses.replace(cfg, channels=()), 784, 10, 64)
+    assert (
+        estimate
+        > training_bytes(narrower, 784, 10, 64)
+        > training_bytes(dataclasses.replace(cfg, channels=()), 784, 10, 64)
+    )
 
 
 def test_estimate_grows_with_what_is_kept():

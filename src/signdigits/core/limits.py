@@ -64,7 +64,8 @@ def conv_sides(image_size: int, blocks: int) -> list[int]:
 
 
 def dense_inputs(image_size: int, channels: tuple[int, ...]) -> int:
-    """What a network's dense layers read: the pixels, or the last conv block's channels times its pooled side squared."""
+    """What a network's dense layers read: the pixels, or the last conv block's channels times its pooled
+    side squared."""
     if not channels:
         return image_size * image_size
     return channels[-1] * conv_sides(image_size, len(channels))[-1] ** 2

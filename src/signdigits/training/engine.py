@@ -118,9 +118,7 @@ def train(
     members, results = [], []
     for k in range(cfg.ensemble):
         tag = name if cfg.ensemble == 1 else f"{name}[{k + 1}/{cfg.ensemble}]"
-        member, result = _train_member(
-            cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag, masks
-        )
+        member, result = _train_member(cfg, cfg.seed + k, arch, mean, std, train_data, val_data, tag, masks)
         members.append(member)
         results.append(result)
     first = results[0]  # its history and epochs stand for the ensemble
@@ -128,9 +126,7 @@ def train(
     return first
 
 
-def _train_member(
-    cfg, seed, arch, mean, std, train_data, val_data, tag, masks=None
-) -> tuple[Network, TrainResult]:
+def _train_member(cfg, seed, arch, mean, std, train_data, val_data, tag, masks=None) -> tuple[Network, TrainResult]:
     torch.manual_seed(seed)  # weights and dropout
     order_rng = torch.Generator().manual_seed(seed)  # batch order and augmentation, on the CPU
     device = train_data.x.device

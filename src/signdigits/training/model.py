@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from signdigits.core.params import TrainParams
-
     from signdigits.training.familiarity import ModelCheck
 
 KINDS = ("mlp", "cnn")

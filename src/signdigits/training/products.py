@@ -99,8 +99,9 @@ class BatchNorm(nn.BatchNorm2d):
         variance = centred.square().mean(dim=(0, 2, 3))
         with torch.no_grad():  # the running statistics, as nn.BatchNorm2d keeps them (unbiased variance)
             per_channel = x.numel() // x.shape[1]
+            unbiased = variance * (per_channel / (per_channel - 1))
             self.running_mean.mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
-            self.running_var.mul_(1 - self.momentum).add_(variance * (per_channel / (per_channel - 1)), alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(unbiased, alpha=self.momentum)
             self.num_batches_tracked.add_(1)
         scale = self.weight / (variance + self.eps).sqrt()
         return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
