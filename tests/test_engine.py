@@ -257,15 +257,16 @@ def test_non_finite_loss_fails_with_the_epoch_and_the_configured_lr():
     assert "4e+04" not in message  # the warm-up lr, 1e6 / 25
 
 
-def test_threads_above_the_cores_only_warn(caplog):
+def test_threads_above_the_cores_warn_and_use_the_cores(caplog):
     cores = usable_cores()
     if cores >= 256:
         pytest.skip("runtime.threads allows at most 256, not above this machine's cores")
     with caplog.at_level("WARNING"):
         setup_runtime(Runtime(device="cpu", threads=cores + 1))
-    assert torch.get_num_threads() == cores + 1  # kept: the bits depend on the thread count
+    assert torch.get_num_threads() == cores  # the bits do not depend on the thread count (test_products.py)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and f"runtime.threads = {cores + 1} is more than the {cores} CPU cores" in warnings[0]
+    assert f"using {cores}" in warnings[0]
     caplog.clear()
     with caplog.at_level("WARNING"):
         setup_runtime(Runtime(device="cpu", threads=cores))

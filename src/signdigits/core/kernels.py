@@ -6,13 +6,15 @@ and OpenBLAS pick theirs by CPU model and vendor; AVX-512 kernels round differen
 
 - ATen to AVX2 (`ATEN_CPU_CAPABILITY`), oneDNN to AVX2 (`ONEDNN_MAX_CPU_ISA`);
 - MKL to its `COMPATIBLE` branch (`MKL_CBWR`), the one Intel documents as giving the same
-  results on Intel and AMD processors: the networks' float32 matrix products run there. Its
-  `AVX2` branch is documented for Intel processors only.
-- numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`) and numpy's own loops to their
-  AVX2 level (`NPY_DISABLE_CPU_FEATURES` turns off the AVX-512 targets X86_V4, AVX512_ICL and
-  AVX512_SPR): the familiarity check computes in numpy (training/familiarity.py), because torch
-  sends float64 products and square roots and logs to MKL, whose bits differed between Intel
-  and AMD even under `COMPATIBLE` (docs/reproducibility.md).
+  results on Intel and AMD processors, for whatever torch still sends it (the augmentation's sines
+  and cosines); its `AVX2` branch is documented for Intel processors only.
+- numpy's OpenBLAS to its Haswell kernels (`OPENBLAS_CORETYPE`) on one thread (`OPENBLAS_NUM_THREADS`),
+  and numpy's own loops to their AVX2 level (`NPY_DISABLE_CPU_FEATURES` turns off the AVX-512 targets
+  X86_V4, AVX512_ICL and AVX512_SPR): the networks' matrix products run there (training/products.py),
+  and the familiarity check computes in numpy (training/familiarity.py), because torch sends float64
+  products and square roots and logs to MKL, whose bits differed between Intel and AMD even under
+  `COMPATIBLE` (docs/reproducibility.md). On one thread a product adds in one order, whatever the
+  thread count torch uses.
 
 The variables take effect only if set before torch and numpy are imported, so this module imports
 neither until asked what they use, and refuses to pin after the fact.
@@ -32,6 +34,7 @@ PORTABLE_ENV = {
     "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_NUM_THREADS": "1",  # OpenBLAS splits a product's sums by its thread count
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy 2.4's targets above AVX2 (X86_V3)
 }
 # How long an OpenMP thread that has run out of work spins before it sleeps: not a kernel choice (the same

@@ -54,7 +54,7 @@ def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, cho
 @dataclass(frozen=True)
 class Runtime:
     device: str = _opt("auto", choices=DEVICES)
-    threads: int = _opt(2, ge=1, le=256)
+    threads: int = _opt(1, ge=1, le=256)
     cpu_kernels: str = _opt("portable", choices=CPU_KERNELS)
 
 

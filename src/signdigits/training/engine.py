@@ -35,16 +35,17 @@ log = logging.getLogger(__name__)
 
 
 def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
-    """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, a fixed thread count, the device."""
+    """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, the threads (at most the cores), the device."""
     check_cpu_kernels(runtime.cpu_kernels)
     pin_convolutions(runtime.cpu_kernels)
     log.info(describe_cpu_kernels(runtime.cpu_kernels))
     _use_deterministic_algorithms()
-    if threads is None and runtime.threads > usable_cores():  # a sweep's workers are sized by the sweep
-        log.warning("runtime.threads = %d is more than the %d CPU cores this process may use: every epoch "
-                    "will be slower (kept, since the results depend on the thread count)",
-                    runtime.threads, usable_cores())  # fmt: skip
-    torch.set_num_threads(threads or runtime.threads)
+    threads = threads or runtime.threads
+    if threads > usable_cores():  # the bits do not depend on the thread count (training/products.py)
+        log.warning("runtime.threads = %d is more than the %d CPU cores this process may use: using %d "
+                    "(the results are the same on any count)", threads, usable_cores(), usable_cores())  # fmt: skip
+        threads = usable_cores()
+    torch.set_num_threads(threads)
     one_blas_thread()
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":

@@ -27,8 +27,12 @@ def one_blas_thread() -> None:
 
 
 def _numpy_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b on the CPU through numpy's BLAS: 2-D, or a 2-D `a` times each matrix of a 3-D `b`."""
-    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+    """a @ b on the CPU through numpy's BLAS: 2-D, or a 2-D `a` times each matrix of a 3-D `b`.
+
+    Overflow gives inf and nan silently, as in torch: the engine stops a diverged training with its own message.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
 
 
 class _Product(torch.autograd.Function):
