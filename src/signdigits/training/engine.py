@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
-    """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, the threads (at most the cores), the device."""
+    """The CPU kernels runtime.cpu_kernels pinned, deterministic kernels, the threads (at most the cores), device."""
     check_cpu_kernels(runtime.cpu_kernels)
     pin_convolutions(runtime.cpu_kernels)
     log.info(describe_cpu_kernels(runtime.cpu_kernels))
