@@ -13,8 +13,15 @@ import torch
 from helpers import assert_fails_cleanly
 
 from signdigits.core.errors import PipelineError
-from signdigits.core.limits import available_memory, require_memory, training_bytes, usable_cores
-from signdigits.core.params import SweepParams, TrainParams
+from signdigits.core.limits import (
+    available_memory,
+    cores_left,
+    idle_cores,
+    require_memory,
+    training_bytes,
+    usable_cores,
+)
+from signdigits.core.params import Runtime, SweepParams, TrainParams
 from signdigits.training.model import Arch, Network
 from signdigits.training.sweep import Grid, _within_this_machine, load_sweep_data
 
@@ -222,3 +229,39 @@ def test_a_network_too_large_for_memory_stops_before_training(repo):
     message = assert_fails_cleanly(repo, "train_base", "params.yaml: train_base.hidden = [1000000, 1000000] is not")
     assert "training it needs about" in message and "is available" in message
     assert "epoch" not in message
+
+
+# --- the thread count chosen at start (runtime.threads: auto) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "before, after, cpus, usable, expected",
+    [
+        ("cpu 0 0 0 0 0 0 0", "cpu 100 0 0 100 0 0 0", 2, 2, 1),  # one of two cpus busy
+        ("cpu 0 0 0 0 0 0 0", "cpu 0 0 0 200 0 0 0", 2, 2, 2),  # both idle
+        ("cpu 0 0 0 0 0 0 0", "cpu 150 20 30 0 0 0 0", 2, 2, 1),  # all busy: still one thread
+        ("cpu 0 0 0 0 0 0 0", "cpu 0 0 0 390 10 0 0", 4, 2, 2),  # idle, iowait idle; at most the usable cores
+        ("cpu 5 0 0 5 0 0 0", "cpu 5 0 0 5 0 0 0", 2, 2, 2),  # no ticks in between: idle
+    ],
+)
+def test_cores_left_by_other_processes(before, after, cpus, usable, expected):
+    assert cores_left(before, after, cpus, usable) == expected
+
+
+def test_idle_cores_reads_the_counters_or_takes_every_usable_core(tmp_path):
+    assert 1 <= idle_cores(0.05) <= usable_cores()
+    assert idle_cores(0.0, tmp_path / "no-such-stat") == usable_cores()
+
+
+def test_runtime_threads_auto_sets_the_idle_cores(monkeypatch, caplog):
+    import signdigits.training.engine as engine
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(engine, "idle_cores", lambda: 1)
+    try:
+        with caplog.at_level("INFO", logger="signdigits.training.engine"):
+            engine.setup_runtime(Runtime(device="cpu", threads="auto"))
+        assert torch.get_num_threads() == 1
+        assert "threads: 1 (runtime.threads = auto" in caplog.text
+    finally:
+        torch.set_num_threads(threads)

@@ -132,6 +132,8 @@ ERRORS = {
     "momentum negative": ({"momentum": -0.5}, ["momentum = -0.5", "must be >= 0"]),
     "hidden width 0": ({"train_exp1.hidden": [256, 0]}, ["train_exp1.hidden = [256, 0]", "must be >= 1"]),
     "threads 0": ({"runtime.threads": 0}, ["runtime.threads = 0", "must be >= 1"]),
+    "threads a word": ({"runtime.threads": "many"}, ["runtime.threads = 'many'", "must be an integer or auto"]),
+    "threads true": ({"runtime.threads": True}, ["runtime.threads = True", "must be an integer or auto"]),
     "augment rotate": ({"augment.rotate": 270}, ["augment.rotate = 270.0", "must be <= 180"]),
     "composite share": ({"train_cnn.composite.share": 1.5}, ["train_cnn.composite.share = 1.5", "must be <= 1"]),
     "composite zoom_out": (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from pathlib import Path
 
 from signdigits.core.errors import PipelineError
@@ -25,6 +26,26 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity masks
         return os.cpu_count() or 1
+
+
+def idle_cores(window: float = 0.2, stat: Path = Path("/proc/stat")) -> int:
+    """The usable cores that other processes leave idle, from the kernel's CPU counters over `window`
+    seconds (Linux's /proc/stat); at least 1. Where there are no such counters, every usable core."""
+    try:
+        before = stat.read_text().split("\n", 1)[0]
+        time.sleep(window)
+        after = stat.read_text().split("\n", 1)[0]
+        return cores_left(before, after, os.cpu_count() or 1, usable_cores())
+    except (OSError, ValueError, IndexError):
+        return usable_cores()
+
+
+def cores_left(before: str, after: str, cpus: int, usable: int) -> int:
+    """From two readings of /proc/stat's `cpu` line (ticks: user nice system idle iowait ...): the cpus
+    not busy in between, rounded, within 1..usable."""
+    ticks = [int(b) - int(a) for a, b in zip(before.split()[1:], after.split()[1:], strict=True)]
+    busy_share = (sum(ticks) - ticks[3] - ticks[4]) / max(sum(ticks), 1)  # idle and iowait are not busy
+    return max(1, min(usable, round(cpus * (1 - busy_share))))
 
 
 def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int) -> int:

@@ -40,6 +40,7 @@ SWEEP_BACKENDS = ("processes", "dask")
 SEED_LIMIT = 2**63  # torch and numpy take any seed in 0 <= seed < 2**63
 MAX_WIDTH = 1_000_000  # a hidden layer's width; what fits in memory is checked before training (core.limits)
 MAX_CHANNELS = 4096  # a conv block's channels; as for widths, memory is checked before training
+AUTO = "auto"  # runtime.threads chosen when the stage starts
 SHOWN_CHARS = 200  # the longest value or key a message prints
 PERCENTILE_RANGE = (50.0, 100.0)  # familiarity.percentile lies strictly inside; so does predict's --percentile
 
@@ -54,7 +55,7 @@ def _opt(default=dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, cho
 @dataclass(frozen=True)
 class Runtime:
     device: str = _opt("auto", choices=DEVICES)
-    threads: int = _opt(1, ge=1, le=256)
+    threads: int | str = _opt(AUTO, ge=1, le=256)  # a count, or auto: the idle cores at start (engine)
     cpu_kernels: str = _opt("portable", choices=CPU_KERNELS)
 
 
@@ -481,6 +482,10 @@ def _build(cls, mapping: dict, prefix: str, sections: frozenset = frozenset(), *
 
 def _coerce(key: str, value: Any, tp) -> Any:
     origin = typing.get_origin(tp)
+    if tp == int | str:  # a count or auto
+        if value == AUTO or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise PipelineError(f"params.yaml: {key} = {shown(value)} is not allowed: must be an integer or {AUTO}")
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):  # not read as [value]: dvc.lock and `dvc params diff` state value
@@ -529,6 +534,8 @@ def _check(key: str, value: Any, rules: dict) -> None:
         raise PipelineError(f"params.yaml: {key} = [] is not allowed: list at least {rules['min_len']} value")
     for item in items:
         problem = None
+        if item == AUTO and "choices" not in rules:  # a count's range does not apply to auto
+            continue
         if "choices" in rules and item not in rules["choices"]:
             problem = f"choose one of {', '.join(rules['choices'])}"
         elif "ge" in rules and item < rules["ge"]:

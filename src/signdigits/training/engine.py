@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from signdigits.core.errors import PipelineError
 from signdigits.core.kernels import check_cpu_kernels, describe_cpu_kernels, pin_convolutions
-from signdigits.core.limits import usable_cores
-from signdigits.core.params import Runtime, TrainParams
+from signdigits.core.limits import idle_cores, usable_cores
+from signdigits.core.params import AUTO, Runtime, TrainParams
 from signdigits.training import optim
 from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
@@ -41,7 +41,10 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
     log.info(describe_cpu_kernels(runtime.cpu_kernels))
     _use_deterministic_algorithms()
     threads = threads or runtime.threads
-    if threads > usable_cores():  # the bits do not depend on the thread count (training/products.py)
+    if threads == AUTO:  # the bits do not depend on the thread count (training/products.py)
+        threads = idle_cores()
+        log.info("threads: %d (runtime.threads = auto: the cores idle now)", threads)
+    elif threads > usable_cores():
         log.warning("runtime.threads = %d is more than the %d CPU cores this process may use: using %d "
                     "(the results are the same on any count)", threads, usable_cores(), usable_cores())  # fmt: skip
         threads = usable_cores()

@@ -84,10 +84,12 @@ class Conv3x3(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        n, channels, height, width = x.shape
+        n, _, height, width = x.shape
         padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (n, height + 2, width + 2, channels)
-        patches = padded.unfold(1, 3, 1).unfold(2, 3, 1).reshape(n * height * width, channels * 9)
-        out = matmul(patches, self.weight.view(self.out_channels, -1).T)  # (n * pixels, out_channels)
+        shifted = [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+        patches = torch.cat(shifted, dim=3).view(n * height * width, -1)  # per pixel: kernel row, column, channel
+        kernels = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)  # the same order
+        out = matmul(patches, kernels.T)  # (n * pixels, out_channels)
         return out.view(n, height, width, self.out_channels).permute(0, 3, 1, 2)
 
 
