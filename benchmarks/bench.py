@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from signdigits.training import products  # noqa: E402
 from signdigits.training.engine import Part, setup_runtime, train  # noqa: E402
 from signdigits.training.sweep import Grid  # noqa: E402
 
@@ -74,16 +75,15 @@ _TIMING = re.compile(r"^timing (\w+): start-up ([\d.?]+)s?, work ([\d.]+)s, writ
 
 
 def engine_epochs(
-    batch: int, epochs: int, threads: int, cfg: TrainParams = EXP1, onednn=False, images=(N_TRAIN, N_VAL)
+    batch: int, epochs: int, threads: int | str, cfg: TrainParams = EXP1, images=(N_TRAIN, N_VAL)
 ) -> float:
     """Median seconds per epoch of train() after the first (warm-up), from the gaps between its epoch log lines.
 
     With cfg.channels, a CNN, trained on the plain photos (no composite), as the recorded numbers were;
-    `onednn` runs its convolutions in oneDNN rather than ATen (what portable does);
+    `threads`: a count, or auto (the engine takes the cores idle at its start);
     `images`: how many training and val images (the committed split's by default).
     """
     setup_runtime(Runtime(device="cpu", threads=threads))
-    torch.backends.mkldnn.enabled = onednn
     rng = np.random.default_rng(0)
     data = [
         Part.from_arrays(rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8),
@@ -108,23 +108,23 @@ def engine_epochs(
     return statistics.median(np.diff(stamps))  # epochs 2, 3, ...: each ends with its log line
 
 
-def matmul_share(seconds_per_epoch: float, threads: int, n: int = 2048) -> float:
+def matmul_share(seconds_per_epoch: float, n: int = 2048) -> float:
     """The epoch's matmul FLOP/s (forward, both backward products but the pixels' gradient, the val pass)
     as a share of an n x n float32 matmul's."""
     widths = [IMAGE_SIZE**2, *EXP1.hidden, N_CLASSES]
     macs = sum(i * o for i, o in zip(widths[:-1], widths[1:], strict=False))
     flops = N_TRAIN * (6 * macs - 2 * widths[0] * widths[1]) + N_VAL * 2 * macs
-    return flops / seconds_per_epoch / matmul_peak(threads, n)
+    return flops / seconds_per_epoch / matmul_peak(n)
 
 
-def matmul_peak(threads: int, n: int = 2048) -> float:
-    """FLOP/s of an n x n float32 matmul on `threads` threads (median of 5 after a warm-up): the floor's yardstick."""
-    torch.set_num_threads(threads)
+def matmul_peak(n: int = 2048) -> float:
+    """FLOP/s of an n x n float32 product on the networks' path (training/products.py: OpenBLAS, one thread;
+    median of 5 after a warm-up): the floor's yardstick."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     times = []
     for _ in range(6):
         started = time.perf_counter()
-        torch.mm(a, b)
+        products.matmul(a, b)
         times.append(time.perf_counter() - started)
     return 2 * n**3 / statistics.median(times[1:])
 
@@ -173,12 +173,12 @@ def busy_neighbour(busy: bool = True):
         neighbour.wait()
 
 
-def epochs_beside_a_neighbour(epochs: int, rounds: int, threads: int, images=(N_TRAIN, N_VAL)) -> dict:
+def epochs_beside_a_neighbour(epochs: int, rounds: int, threads: int | str, images=(N_TRAIN, N_VAL)) -> dict:
     """train_best's and train_cnn's seconds per epoch (synthetic data of the real shape, `images` training
     and val images), idle and beside one busy process, interleaved over `rounds`; medians, their ratio, and
     the epoch's floor."""
     p = load_params(REPO / "params.yaml")
-    peak = matmul_peak(threads)
+    peak = matmul_peak()
     out = {"matmul_peak_gflops": peak / 1e9, "images": list(images)}
     for name, cfg in (("train_best", p.final), ("train_cnn", p.train_cnn.model)):
         seconds = {False: [], True: []}
@@ -346,8 +346,7 @@ def report(r: dict) -> None:
     for batch, row in r.get("engine", {}).items():
         print(f"   batch {batch:>3}: {row['seconds_per_epoch']:.3f} s/epoch, matmul share {row['matmul_share']:.0%}")
     if "cnn" in r:
-        print(f"   train_cnn's network, batch {r['cnn']['batch']}: convolutions in ATen (portable) "
-              f"{r['cnn']['aten_s']:.3f} s/epoch, in oneDNN {r['cnn']['onednn_s']:.3f} s/epoch")  # fmt: skip
+        print(f"   train_cnn's network, batch {r['cnn']['batch']}: {r['cnn']['seconds_per_epoch']:.3f} s/epoch")
     if "busy" in r:
         b = r["busy"]
         print(f"\n   {b['images'][0]} + {b['images'][1]} images, beside one busy process (matmul peak "
@@ -413,11 +412,11 @@ def main(argv=None) -> None:
         results["engine"] = {}
         for batch in (32, 64, 256):
             seconds = engine_epochs(batch, args.epochs, threads)
-            results["engine"][batch] = {"seconds_per_epoch": seconds, "matmul_share": matmul_share(seconds, threads)}
+            results["engine"][batch] = {"seconds_per_epoch": seconds, "matmul_share": matmul_share(seconds)}
         cnn = load_params(REPO / "params.yaml").train_cnn
-        results["cnn"] = {"batch": cnn.model.batch_size} | {
-            f"{name}_s": engine_epochs(cnn.model.batch_size, args.epochs, threads, cnn.model, onednn)
-            for name, onednn in (("aten", False), ("onednn", True))
+        results["cnn"] = {
+            "batch": cnn.model.batch_size,
+            "seconds_per_epoch": engine_epochs(cnn.model.batch_size, args.epochs, threads, cnn.model),
         }
     if "busy" in parts:
         images = QUICK_IMAGES if args.quick else (N_TRAIN, N_VAL)
@@ -426,7 +425,7 @@ def main(argv=None) -> None:
         results["fixed_costs"] = fixed_costs(args.repeat)
     if "e2e" in parts:
         with tempfile.TemporaryDirectory(prefix="signdigits-bench-") as tmp:
-            results["e2e"] = end_to_end(Path(tmp), args.rev, parts, args.repeat, matmul_peak(threads))
+            results["e2e"] = end_to_end(Path(tmp), args.rev, parts, args.repeat, matmul_peak())
     results["machine"]["load_end"] = os.getloadavg()
     report(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
