@@ -26,7 +26,6 @@ SMOKE = {
     "studies/choose_cnn.py": ["--smoke", "--out", "{tmp}/cnn.json"],
     "studies/choose_backgrounds.py": ["{foreign}", "--smoke", "--out", "{tmp}/backgrounds.json"],
     "studies/choose_familiarity.py": ["--out", "{tmp}/familiarity.json"],
-    "studies/cnn_convolutions.py": ["--smoke", "--out", "{tmp}/convolutions.json"],
     "studies/foreign.py": ["--smoke", "{tmp}/photos", "--out", "{tmp}/foreign"],
     "studies/foreign_photos.py": ["{foreign}", "--model", "models/train_cnn.pt"],
     "studies/seeds.py": ["--repo", "{repo}", "--seeds", "1"],  # 1, not the repo's seed: trains
