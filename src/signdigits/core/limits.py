@@ -55,7 +55,7 @@ def training_bytes(cfg: TrainParams, inputs: int, classes: int, images: int) -> 
     of the one in training, a copy of the best epoch's weights with early stopping, the activations
     of a training batch (outputs, dropout masks, gradients) or of a whole evaluated part, and the
     images themselves as float32 inputs. A CNN's (cfg.channels, square images): each conv block adds
-    its 3x3 weights and batch norm's, and per image its unfolded input (ATen's im2col) and its outputs
+    its 3x3 weights and batch norm's, and per image its patches (products.Conv3x3's rows) and its outputs
     before and after batch norm, ReLU and pooling.
     """
     side, before, conv_weights, conv_numbers = math.isqrt(inputs), 1, 0, 0
