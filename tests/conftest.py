@@ -11,7 +11,7 @@ pin_cpu_kernels("portable")  # before torch loads: the tests compute with the ke
 import numpy as np
 import pytest
 import torch
-from helpers import REAL_RAW, TinyLayout, TinyRepo, make_tiny_pipeline_repo, reproduce_fresh_clone, write_raw_tree
+from helpers import REAL_RAW, FreshReproduction, TinyLayout, TinyRepo, make_tiny_pipeline_repo, write_raw_tree
 
 from signdigits.core import paths
 from signdigits.core.files import write_arrays
@@ -51,10 +51,22 @@ def tiny_repo_factory(tmp_path_factory):
     return create
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_reproduction(request, tmp_path_factory):
+    """The pipeline of `reproduced_clone`, started with the session when a selected test reads it (else None)."""
+    if not any("reproduced_clone" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    reproduction = FreshReproduction(tmp_path_factory.mktemp("fresh") / "signdigits")
+    yield reproduction
+    reproduction.stop()
+
+
 @pytest.fixture(scope="session")
-def reproduced_clone(tmp_path_factory):
-    """A fresh clone of HEAD with the whole pipeline reproduced (about 2 minutes): read only; copy it to change it."""
-    return reproduce_fresh_clone(tmp_path_factory.mktemp("fresh") / "signdigits")
+def reproduced_clone(fresh_reproduction):
+    """A fresh clone of HEAD with the whole pipeline reproduced (about 3 minutes, from the session's start): read
+    only; copy it to change it."""
+    return fresh_reproduction.clone()
 
 
 @pytest.fixture(scope="session")
