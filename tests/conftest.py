@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from signdigits.core.kernels import pin_cpu_kernels
 
 pin_cpu_kernels("portable")  # before torch loads: the tests compute with the kernels the stages use
@@ -9,7 +11,7 @@ pin_cpu_kernels("portable")  # before torch loads: the tests compute with the ke
 import numpy as np
 import pytest
 import torch
-from helpers import REAL_RAW, TinyLayout, TinyRepo, reproduce_fresh_clone, write_raw_tree
+from helpers import REAL_RAW, FreshReproduction, TinyLayout, TinyRepo, make_tiny_pipeline_repo, write_raw_tree
 
 from signdigits.core import paths
 from signdigits.core.files import write_arrays
@@ -22,6 +24,7 @@ INTEGRATION_FIXTURES = {
     "trained_tiny_repo",
     "repo",
     "reproduced_clone",
+    "tiny_pipeline",
     "real_prepared",
 }
 
@@ -48,10 +51,30 @@ def tiny_repo_factory(tmp_path_factory):
     return create
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_reproduction(request, tmp_path_factory):
+    """The pipeline of `reproduced_clone`, started with the session when a selected test reads it (else None)."""
+    if not any("reproduced_clone" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    reproduction = FreshReproduction(tmp_path_factory.mktemp("fresh") / "signdigits")
+    yield reproduction
+    reproduction.stop()
+
+
 @pytest.fixture(scope="session")
-def reproduced_clone(tmp_path_factory):
-    """A fresh clone of HEAD with the whole pipeline reproduced (about 2 minutes): read only; copy it to change it."""
-    return reproduce_fresh_clone(tmp_path_factory.mktemp("fresh") / "signdigits")
+def reproduced_clone(fresh_reproduction):
+    """A fresh clone of HEAD with the whole pipeline reproduced (about 3 minutes, from the session's start): read
+    only; copy it to change it."""
+    return fresh_reproduction.clone()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_repo_factory, tmp_path_factory) -> Path:
+    """A git clone of HEAD with tiny params and synthetic photos, reproduced by `dvc repro` and committed (about
+    half a minute, once per session): read only; copy_repository it, or git clone it, to change it."""
+    tiny = tiny_repo_factory("tiny-pipeline-source")
+    return make_tiny_pipeline_repo(tmp_path_factory.mktemp("tiny-pipeline") / "signdigits", tiny.path)
 
 
 @pytest.fixture(scope="session")

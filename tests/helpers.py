@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from signdigits.devtools import PIPELINE_STAGES, git_clone, run, stages_run
+from signdigits.devtools import PIPELINE_STAGES, git_clone, run, stages_run, venv_env
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_RAW = ROOT / "data" / "raw"
@@ -223,12 +224,34 @@ def make_tiny_pipeline_repo(path: Path, tiny_source: Path, env: dict[str, str] |
     return path
 
 
-def reproduce_fresh_clone(target: Path) -> Path:
-    """A fresh clone of the committed HEAD with the whole pipeline run from scratch (no DVC cache)."""
-    clone = git_clone(ROOT, target)
-    done = run(["dvc", "repro", "--force"], cwd=clone)
-    assert stages_run(done.stdout) == PIPELINE_STAGES
-    return clone
+class FreshReproduction:
+    """A fresh clone of the committed HEAD whose whole pipeline runs from scratch (no DVC cache), in the background.
+
+    Started when the session starts, it runs beside the tests that come before the ones reading it, on the core
+    they leave idle; `clone()` waits for it. Its own process group, so that `stop()` ends DVC, the stage and any
+    process the stage started, at once.
+    """
+
+    def __init__(self, target: Path):
+        self.path = git_clone(ROOT, target)
+        self.stdout, self.stderr = target.with_name("repro.out"), target.with_name("repro.err")  # beside, not in it
+        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
+            self.process = subprocess.Popen(
+                ["dvc", "repro", "--force"], cwd=self.path, env=venv_env(), stdout=out, stderr=err, process_group=0
+            )
+
+    def clone(self) -> Path:
+        """The reproduced clone, once `dvc repro --force` ran every stage."""
+        code = self.process.wait()
+        out, err = self.stdout.read_text(), self.stderr.read_text()
+        assert code == 0, f"dvc repro --force exited {code}\n{out[-3000:]}\n{err[-3000:]}"
+        assert stages_run(out) == PIPELINE_STAGES
+        return self.path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
 def copy_repository(source: Path, target: Path) -> Path:

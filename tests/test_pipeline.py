@@ -184,10 +184,21 @@ def test_push_to_a_local_remote_then_a_new_clone_pulls_with_nothing_to_rerun(own
     assert (second / "models/train_best.pt").read_bytes() == (clone / "models/train_best.pt").read_bytes()
 
 
-def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(own_clone):
+def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate_and_queued_ones_run_two_at_a_time(own_clone):
+    """`dvc exp run -S lr=...`, then three queued experiments on two workers, in one copy of the clone.
+
+    A short final model keeps both quick (the experiments' stages are what they check, not its accuracy); it is
+    committed, so the experiment changes lr alone and every queued run starts from it.
+    """
     clone = own_clone
+    params, replaced = re.subn(r"^epochs: \d+", "epochs: 2", (clone / "params.yaml").read_text(), flags=re.M)
+    assert replaced == 1
+    (clone / "params.yaml").write_text(params)
+    run(["dvc", "repro"], cwd=clone)
+    run(["git", "commit", "--quiet", "-am", "Short final model"], cwd=clone)
+
     old_lr = yaml.safe_load((clone / "params.yaml").read_text())["lr"]
-    new_lr = 0.002 if old_lr != 0.002 else 0.001
+    new_lr = 0.002 if old_lr != 0.002 else 0.004
     done = run(["dvc", "exp", "run", "-S", f"lr={new_lr}"], cwd=clone)
     assert stages_run(done.stdout) == ["train_best", "evaluate"]
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], cwd=clone).stdout)
@@ -199,7 +210,7 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(own_clon
     assert shown == json.loads((clone / "metrics/evaluate.json").read_text())["final"]["test_accuracy"]
 
     review = run([sys.executable, "-m", "signdigits.review", "--base", "HEAD"], cwd=clone, check=False)
-    assert review.returncode in (0, 1), review.stderr
+    assert review.returncode in (0, 1, 3), review.stderr  # a verdict: passes, fails, needs more evidence (not 2)
     assert f"| params.yaml | `lr` | {old_lr:g} | {new_lr:g} |" in review.stdout
     assert "| train_best (final) | 310 |" in review.stdout
 
@@ -213,16 +224,10 @@ def test_exp_run_with_a_new_lr_reruns_only_the_final_model_and_evaluate(own_clon
     assert "…" not in table, table  # no column cut
     assert any(f" {new_lr:g} " in line for line in lines), table  # the experiment's row
 
-
-def test_queued_experiments_run_two_at_a_time_and_are_listed(own_clone):
-    clone = own_clone
-    # A short final model keeps the queue quick; it is committed so every queued run starts from it.
-    params, replaced = re.subn(r"^epochs: \d+", "epochs: 2", (clone / "params.yaml").read_text(), flags=re.M)
-    assert replaced == 1
-    (clone / "params.yaml").write_text(params)
-    run(["dvc", "repro"], cwd=clone)
-    run(["git", "commit", "--quiet", "-am", "Short final model"], cwd=clone)
-    run(["dvc", "exp", "run", "--queue", "-S", "lr=0.001,0.003,0.01"], cwd=clone)
+    run(["git", "checkout", "--", "."], cwd=clone)  # the workspace back at the commit, which queued runs start from
+    run(["dvc", "checkout", "--quiet"], cwd=clone)
+    queued = [0.001, 0.003, 0.01]  # three runs on two workers: the third waits for a free one
+    run(["dvc", "exp", "run", "--queue", "-S", "lr=" + ",".join(map(str, queued))], cwd=clone)
     run(["dvc", "queue", "start", "-j", "2"], cwd=clone)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -233,4 +238,4 @@ def test_queued_experiments_run_two_at_a_time_and_are_listed(own_clone):
     run(["dvc", "queue", "stop", "--kill"], cwd=clone, check=False)
     assert "Failed" not in status, status
     finished = [exp for exp in experiments_of_head(clone) if exp.get("metrics")]
-    assert sorted(exp["params"]["params.yaml"]["data"]["lr"] for exp in finished) == [0.001, 0.003, 0.01]
+    assert sorted(exp["params"]["params.yaml"]["data"]["lr"] for exp in finished) == sorted([new_lr, *queued])

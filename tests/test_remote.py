@@ -3,7 +3,7 @@
 moto's standalone server runs on loopback with signature checks on; the credentials of its one
 IAM user reach the dvc subprocesses through AWS_* variables only (or `.dvc/config.local`), never a
 tracked file. The pipeline tests use a tiny copy of this repository (tiny params, synthetic
-photos, reproduced once for the module in about half a minute), not the real pipeline.
+photos, reproduced once per session: conftest's `tiny_pipeline`), not the real pipeline.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, git_commit, make_tiny_pipeline_repo
+from helpers import ROOT, copy_repository, git_commit
 from helpers_remote import (
     BUCKET,
     S3Server,
@@ -138,11 +138,10 @@ def test_credentials_in_config_local_work_and_stay_out_of_git(small_repo, s3, tm
 
 
 @pytest.fixture(scope="module")
-def origin(s3, tiny_repo_factory, tmp_path_factory) -> Path:
-    """What one person shares: the tiny pipeline reproduced, its S3 remote committed, `dvc push`ed."""
-    tiny = tiny_repo_factory("remote-tiny")  # tiny params.yaml and synthetic data/raw
-    env = {**base_env(), "PYTHONDONTWRITEBYTECODE": "1"}
-    path = make_tiny_pipeline_repo(tmp_path_factory.mktemp("origin") / "signdigits", tiny.path, env)
+def origin(s3, tiny_pipeline, tmp_path_factory) -> Path:
+    """What one person shares: the tiny pipeline reproduced (a copy of the session's), its S3 remote committed,
+    `dvc push`ed."""
+    path = copy_repository(tiny_pipeline, tmp_path_factory.mktemp("origin") / "signdigits")
     add_remote(path, s3, "pipeline")
     run(["dvc", "push"], cwd=path, env=s3.env())
     return path

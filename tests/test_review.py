@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import ROOT, TinyRepo, git_commit, make_tiny_pipeline_repo
+from helpers import ROOT, TinyRepo, git_commit
 
 from signdigits.core import paths
 from signdigits.core.errors import PipelineError
@@ -579,17 +579,10 @@ def test_the_evidence_compares_seed_means_with_an_exact_permutation_test():
 # --- a tiny copy of this repository, its pipeline run by `dvc repro` -------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
-    """A clone of this repository's HEAD with tiny params and synthetic photos, reproduced and committed."""
-    tiny = TinyRepo.create(tmp_path_factory.mktemp("tiny") / "source")
-    return make_tiny_pipeline_repo(tmp_path_factory.mktemp("review") / "repo", tiny.path)
-
-
 @pytest.fixture
-def work(pipeline, tmp_path) -> TinyRepo:
-    """A copy of the reproduced repository (git, DVC cache and all) to change."""
-    return TinyRepo(pipeline).copy_to(tmp_path / "work")
+def work(tiny_pipeline, tmp_path) -> TinyRepo:
+    """A copy of the session's tiny reproduced repository (git, DVC cache and all) to change."""
+    return TinyRepo(tiny_pipeline).copy_to(tmp_path / "work")
 
 
 @pytest.mark.integration
@@ -650,8 +643,8 @@ def test_stale_results_are_refused(work, change):
 
 
 @pytest.mark.integration
-def test_a_fresh_clone_without_models_is_not_stale(pipeline, tmp_path):
-    clone = git_clone(pipeline, tmp_path / "clone")  # no DVC cache: every model and array is missing
+def test_a_fresh_clone_without_models_is_not_stale(tiny_pipeline, tmp_path):
+    clone = git_clone(tiny_pipeline, tmp_path / "clone")  # no DVC cache: every model and array is missing
     assert not (clone / "models" / "train_best.pt").exists()
     done = review(clone)
     assert done.returncode == 0, done.stderr

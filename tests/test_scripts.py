@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, TinyRepo, digit_image, make_tiny_pipeline_repo
+from helpers import ROOT, copy_repository, digit_image
 
 from signdigits.devtools import venv_env
 
@@ -59,11 +59,10 @@ def studies_and_benchmarks() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_reproduced(tmp_path_factory) -> dict[str, Path]:
-    """A git clone with tiny params and synthetic photos, reproduced (every model trained), and a tiny
-    npz of photos from "elsewhere" (two sources)."""
-    tiny = TinyRepo.create(tmp_path_factory.mktemp("tiny") / "repo")
-    repo = make_tiny_pipeline_repo(tmp_path_factory.mktemp("scripts") / "repo", tiny.path)
+def tiny_reproduced(tiny_pipeline, tmp_path_factory) -> dict[str, Path]:
+    """A copy of the session's tiny reproduced repository (every model trained), and a tiny npz of photos from
+    "elsewhere" (two sources)."""
+    repo = copy_repository(tiny_pipeline, tmp_path_factory.mktemp("scripts") / "repo")
     rng = np.random.default_rng(1)
     labels = np.arange(20) % 10
     foreign = repo.parent / "foreign.npz"

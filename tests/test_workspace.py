@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
-from helpers import TinyRepo, copy_repository, make_tiny_pipeline_repo
+from helpers import TinyRepo, copy_repository
 
 from signdigits.devtools import run, stages_run, venv_env
 
@@ -27,10 +28,9 @@ def build_report(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory) -> TinyRepo:
-    """A git clone of this repository with tiny params and photos, reproduced and committed."""
-    tiny = TinyRepo.create(tmp_path_factory.mktemp("tiny") / "repo")
-    return make_tiny_pipeline_repo(tmp_path_factory.mktemp("workspace") / "repo", tiny.path)
+def pipeline_repo(tiny_pipeline, tmp_path_factory) -> Path:
+    """A copy of the session's tiny reproduced repository (a git clone of this one, tiny params and photos)."""
+    return copy_repository(tiny_pipeline, tmp_path_factory.mktemp("workspace") / "repo")
 
 
 def test_a_queued_experiment_runs_its_own_code_not_the_workspace_s(pipeline_repo):
