@@ -140,8 +140,7 @@ def describe_cpu_kernels(mode: str) -> str:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    convolutions = "oneDNN" if torch.backends.mkldnn.enabled else "ATen"
     return (
         f"cpu kernels: {mode} (torch {capability}, MKL_CBWR={os.environ.get('MKL_CBWR', 'default')}, "
-        f"convolutions in {convolutions})"
+        f"products in OpenBLAS {openblas_architecture()})"
     )
