@@ -10,7 +10,8 @@ import json
 import pytest
 
 from signdigits.core import paths
-from signdigits.core.params import Runtime, TrainParams, load_params
+from signdigits.core.errors import PipelineError
+from signdigits.core.params import TrainParams, load_params
 
 TOY = "train_toy"
 BEFORE_EVALUATE = ("prepare", "split", "train_binary", "train_base", "train_exp1", "sweep_exp2", "train_best",
@@ -30,13 +31,19 @@ def test_a_toy_model_added_to_the_list_is_evaluated_with_no_other_code_change(ti
     monkeypatch.chdir(tiny_repo.path)
     from signdigits.training.stage import train_stage
 
-    # What its stage script does (stages/train_exp1.py with the name changed), with its params section's settings.
-    train_stage(TOY, TrainParams(hidden=(8,), epochs=1, batch_size=16), Runtime(device="cpu", threads=1))
+    # Its params section, any keys of a training run: not read until the list names it.
+    tiny_repo.set_params({f"{TOY}.hidden": [8], f"{TOY}.epochs": 1, f"{TOY}.batch_size": 16})
+    with pytest.raises(PipelineError, match=f"unknown key {TOY}"):
+        load_params()
     # The list entry: last, beyond the study (paths.MODEL_LIST; the tuples the code reads come from it).
     models = {**paths.MODEL_LIST, TOY: "beyond the study"}
     monkeypatch.setattr(paths, "MODEL_LIST", models)
     monkeypatch.setattr(paths, "TRAINED_MODELS", tuple(models))
     monkeypatch.setattr(paths, "BEYOND_STUDY", (*paths.BEYOND_STUDY, TOY))
+    params = load_params()
+    assert params.section(TOY) == TrainParams(hidden=(8,), epochs=1, batch_size=16)
+    # What its stage script does (stages/train_exp1.py with the name changed).
+    train_stage(TOY, params.section(TOY), params.runtime)
     spec = importlib.util.spec_from_file_location("evaluate_stage", tiny_repo.path / "stages" / "evaluate.py")
     evaluate_stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate_stage)

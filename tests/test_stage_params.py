@@ -26,7 +26,7 @@ from helpers import DVC_PLOTS, DVC_STAGES, ROOT
 from signdigits.core import paths
 from signdigits.core.params import CNN_ONLY, CNN_SECTIONS, FINAL_KEYS, Params
 
-SECTIONS = typing.get_type_hints(Params)
+SECTIONS = {name: tp for name, tp in typing.get_type_hints(Params).items() if name != "listed"}  # listed: added models
 TRAIN_KEYS = list(FINAL_KEYS)  # a CNN's section (CNN_SECTIONS) also holds the CNN_ONLY keys
 # Sections that hold a model's keys beside their own (train_binary, exp2): field `model`.
 MODEL_SECTIONS = {
@@ -50,6 +50,9 @@ def params_read(source: str) -> set[tuple[str, ...]]:
             chain.append(at.attr)
         if not chain:
             raise AssertionError(f"line {node.lineno}: pass params.<section> on, never the whole params")
+        call = parents.get(at)
+        if chain == ["section"] and isinstance(call, ast.Call) and isinstance(call.args[0], ast.Constant):
+            chain = [call.args[0].value]  # params.section("train_exp3"): a model the list adds (docs/add-a-model.md)
         found.add(tuple(chain))
     return found
 
@@ -149,3 +152,10 @@ def test_a_training_stage_names_its_keys_where_params_yaml_holds_them(name):
     for part in params_prefix(name).split(".")[:-1]:
         section = section[part]
     assert "batch_size" in section
+
+
+def test_a_listed_models_section_read_by_name_is_checked_like_the_others():
+    """A model paths.MODEL_LIST adds is read as params.section("name") (docs/add-a-model.md)."""
+    source = 'def main(params):\n    train_stage("train_exp3", params.section("train_exp3"), params.runtime)\n'
+    assert missing_and_unused(source, ["runtime", "train_exp3"]) == ([], [])
+    assert missing_and_unused(source, ["runtime"]) == (["train_exp3"], [])  # the whole section, read whole

@@ -238,6 +238,15 @@ class Params:
     evaluate: EvaluateParams
     familiarity: FamiliarityParams
     review: ReviewParams
+    # The sections of models paths.MODEL_LIST adds beyond the fields above, by stage name (docs/add-a-model.md):
+    # any keys of a training run, read with no change to this file.
+    listed: dict[str, TrainParams] = field(default_factory=dict)
+
+    def section(self, name: str) -> TrainParams:
+        """A listed model's training settings by its stage name (train_best: the top-level keys)."""
+        if name == paths.FINAL_MODEL:
+            return self.final
+        return self.listed[name] if name in self.listed else getattr(self, name)
 
 
 # Sections whose keys are TrainParams fields mixed with their own (grid lists, digits, familiarity_components).
@@ -246,7 +255,7 @@ CNN_SECTIONS = ("train_cnn",)  # where CNN_ONLY keys may be written
 
 
 FINAL_KEYS = tuple(f.name for f in dataclasses.fields(TrainParams) if f.name not in CNN_ONLY)
-EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name != "final"), *FINAL_KEYS)
+EVERY_KEY = (*(f.name for f in dataclasses.fields(Params) if f.name not in ("final", "listed")), *FINAL_KEYS)
 
 
 def load_params(
@@ -436,11 +445,20 @@ def review_params(raw: dict) -> ReviewParams:
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: the top level must be a mapping of keys to values")
-    sections = {f.name for f in dataclasses.fields(Params)} - {"final"}
-    top_level = {k: v for k, v in raw.items() if k not in sections}
+    sections = {f.name for f in dataclasses.fields(Params)} - {"final", "listed"}
+    listed = [name for name in paths.MODEL_LIST if name not in sections and name != paths.FINAL_MODEL]
+    top_level = {k: v for k, v in raw.items() if k not in sections and k not in listed}
     values = {name: _parse_section(name, raw.get(name, {})) for name in sections}
-    values["final"] = _build(TrainParams, top_level, prefix="", sections=sections, **CNN_ONLY)
+    values["final"] = _build(TrainParams, top_level, prefix="", sections=sections | set(listed), **CNN_ONLY)
+    values["listed"] = {name: _listed_section(name, raw.get(name, {})) for name in listed}
     return Params(**values)
+
+
+def _listed_section(name: str, value: Any) -> TrainParams:
+    """A section paths.MODEL_LIST adds: a fully-connected training run's keys."""
+    if not isinstance(value, dict):
+        raise PipelineError(f"params.yaml: {name} must be a mapping, got {shown(value)}")
+    return _build(TrainParams, value, prefix=f"{name}.", **CNN_ONLY)
 
 
 def _parse_section(name: str, value: Any):
