@@ -243,7 +243,8 @@ class Params:
     listed: dict[str, TrainParams] = field(default_factory=dict)
 
     def section(self, name: str) -> TrainParams:
-        """A listed model's training settings by its stage name (train_best: the top-level keys)."""
+        """A model's section by its stage name: the top-level keys for train_best, a section paths.MODEL_LIST adds,
+        or the field of that name."""
         if name == paths.FINAL_MODEL:
             return self.final
         return self.listed[name] if name in self.listed else getattr(self, name)
@@ -450,19 +451,13 @@ def parse_params(raw: Any) -> Params:
     top_level = {k: v for k, v in raw.items() if k not in sections and k not in listed}
     values = {name: _parse_section(name, raw.get(name, {})) for name in sections}
     values["final"] = _build(TrainParams, top_level, prefix="", sections=sections | set(listed), **CNN_ONLY)
-    values["listed"] = {name: _listed_section(name, raw.get(name, {})) for name in listed}
+    values["listed"] = {name: _parse_section(name, raw.get(name, {})) for name in listed}
     return Params(**values)
 
 
-def _listed_section(name: str, value: Any) -> TrainParams:
-    """A section paths.MODEL_LIST adds: a fully-connected training run's keys."""
-    if not isinstance(value, dict):
-        raise PipelineError(f"params.yaml: {name} must be a mapping, got {shown(value)}")
-    return _build(TrainParams, value, prefix=f"{name}.", **CNN_ONLY)
-
-
 def _parse_section(name: str, value: Any):
-    hints = typing.get_type_hints(Params)
+    """One section of params.yaml; a model paths.MODEL_LIST adds (Params.listed) is a fully-connected training run."""
+    section_type = typing.get_type_hints(Params).get(name, TrainParams)
     if not isinstance(value, dict):
         raise PipelineError(f"params.yaml: {name} must be a mapping, got {shown(value)}")
     if name in _MODEL_SECTIONS:
@@ -474,7 +469,7 @@ def _parse_section(name: str, value: Any):
         fixed = {} if name in CNN_SECTIONS else CNN_ONLY
         model = _build(TrainParams, model_keys, prefix=f"{name}.", sections=frozenset(own), **fixed)
         return _build(cls, {k: v for k, v in value.items() if k in own}, prefix=f"{name}.", model=model)
-    return _build(hints[name], value, prefix=f"{name}.", **(CNN_ONLY if hints[name] is TrainParams else {}))
+    return _build(section_type, value, prefix=f"{name}.", **(CNN_ONLY if section_type is TrainParams else {}))
 
 
 def _build(cls, mapping: dict, prefix: str, sections: frozenset = frozenset(), **extra):

@@ -92,18 +92,17 @@ class Network(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """The learned layers, on standardised pixels: conv blocks (a CNN's), then the dense layers."""
-        if hasattr(self, "features"):
-            x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
-        return self.layers(x)
+        return self.layers(self._conv_blocks(x))
 
     def penultimate(self, pixels: torch.Tensor) -> torch.Tensor:
         """What the last linear layer reads: forward's steps up to it (for the familiarity check)."""
-        if self.normalize_images:
-            pixels = normalize_each_image(pixels)
-        x = (pixels - self.mean) / self.std
+        return self.layers[:-1](self._conv_blocks(self.standardize(pixels)))
+
+    def _conv_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """A CNN's conv blocks on standardised pixels, flattened; a fully-connected network's input as it is."""
         if hasattr(self, "features"):
             x = self.features(x.view(len(x), 1, self.image_size, self.image_size))
-        return self.layers[:-1](x)
+        return x
 
     @property
     def feature_width(self) -> int:

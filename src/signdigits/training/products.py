@@ -27,7 +27,7 @@ def one_blas_thread() -> None:
 
 
 def _numpy_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b on the CPU through numpy's BLAS: 2-D, or a 2-D `a` times each matrix of a 3-D `b`.
+    """a @ b (2-D, on the CPU) through numpy's BLAS.
 
     Overflow gives inf and nan silently, as in torch: the engine stops a diverged training with its own message.
     """
@@ -36,8 +36,7 @@ def _numpy_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Product(torch.autograd.Function):
-    """a @ b with its gradients, every product through numpy's BLAS; with a 3-D `b`, a's gradient is summed
-    over b's matrices in their order."""
+    """a @ b with its gradients, every product through numpy's BLAS."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -47,20 +46,14 @@ class _Product(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         a, b = ctx.saved_tensors
-        grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = _numpy_product(grad, b.transpose(-1, -2))
-            if b.dim() == 3:
-                grad_a = torch.from_numpy(grad_a.numpy().sum(axis=0))  # numpy: image after image, one thread
-        if ctx.needs_input_grad[1]:
-            grad_b = _numpy_product(a.T, grad)
+        grad_a = _numpy_product(grad, b.T) if ctx.needs_input_grad[0] else None
+        grad_b = _numpy_product(a.T, grad) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b for a 2-D `a` and a 2-D or 3-D `b`: through numpy's BLAS on the CPU, torch's elsewhere."""
-    if a.device.type != "cpu":
-        return a @ b
+    """a @ b for 2-D CPU tensors, with its gradients, through numpy's BLAS (the layers below keep torch's own
+    products on a GPU)."""
     return _Product.apply(a, b)
 
 
