@@ -30,6 +30,7 @@ from signdigits.training.engine import (
 )
 from signdigits.training.model import Arch, Classifier, Network
 from signdigits.training.model_file import model_bytes
+from signdigits.training.products import Dense
 
 SIZE = 8
 CPU = torch.device("cpu")
@@ -339,7 +340,7 @@ OPTIMIZER_SETTINGS = [
 def _train_steps(make, scheduler: str | None, steps: int = 300) -> list[torch.Tensor]:
     """`steps` steps of a small net on random data, as the engine steps (onecycle every batch, the others every 10)."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    net = torch.nn.Sequential(Dense(16, 32), torch.nn.ReLU(), Dense(32, 4))  # column-major weights: optim._row_major
     x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
     optimizer = make(net.parameters())
     cfg = config(scheduler=scheduler or "none", epochs=steps // 10, step_size=5, gamma=0.5, lr=0.01)

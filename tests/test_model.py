@@ -61,6 +61,24 @@ def test_round_trip_predicts_bitwise_identically(tmp_path, members):
     assert model_bytes(loaded) == model_bytes(model)
 
 
+@pytest.mark.parametrize("members, channels", [(1, ()), (3, ()), (1, (4, 8))], ids=["mlp", "ensemble", "cnn"])
+def test_one_pass_reads_the_logits_and_the_signals_bit_for_bit(members, channels):
+    """read() takes the logits from the features it returns (one pass, not three): the same bits as forward and as
+    the penultimate layer computed on its own."""
+    torch.manual_seed(0)
+    arch = Arch(SIZE, (16,), 3, 0.2, kind="cnn" if channels else "mlp", channels=channels)
+    nets = [Network(arch, torch.rand(SIZE * SIZE), torch.rand(SIZE * SIZE) + 0.5) for _ in range(members)]
+    model, x = Classifier(arch, [0, 1, 2], nets).train(), pixels()
+    logits, features, top = model.read(x)
+    assert model.training  # left as it was
+    with torch.inference_mode():
+        model.eval()
+        assert torch.equal(logits, model(x))
+        assert torch.equal(features, torch.cat([m.penultimate(x) for m in model.members], dim=1))
+        assert torch.equal(top, model(x).softmax(dim=1).max(dim=1).values)
+    assert features.shape == (len(x), members * 16)
+
+
 def test_the_digest_names_every_tensor_of_the_file_and_its_bytes(tmp_path):
     """metrics/digests/<stage>.tsv: a changed tensor shows as its own line in git diff."""
     model = make_classifier(members=2)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from signdigits.training.products import BatchNorm, Conv3x3, Dense, matmul
@@ -50,6 +51,44 @@ def test_batch_norm_is_nn_batch_norm_in_training_and_in_eval():
     for _ in range(3):  # the running statistics accumulate the same way
         _same_layer(ours, theirs, torch.randn(5, 4, 3, 3, dtype=torch.float64) * 3 + 1)
     _same_layer(ours.eval(), theirs.eval(), torch.randn(5, 4, 3, 3, dtype=torch.float64))
+
+
+def test_conv3x3_input_gradient_has_the_bits_of_differentiable_slices():
+    """_PatchProduct adds the patches' gradient back in one buffer, in the order autograd summed the nine slices'
+    gradients when the patches were built from differentiable slices: the same float32 bits (the committed models)."""
+    torch.manual_seed(0)
+    conv = Conv3x3(16, 32)
+    x = torch.randn(8, 14, 14, 16).permute(0, 3, 1, 2)  # channels last, as the blocks pass it on
+    grad = torch.randn(8, 32, 14, 14)
+
+    def input_grad(build_patches):
+        xi = x.clone().requires_grad_(True)
+        kernels = conv.weight.detach().permute(0, 2, 3, 1).reshape(32, -1)
+        out = matmul(build_patches(xi), kernels.T)
+        out.view(8, 14, 14, 32).permute(0, 3, 1, 2).backward(grad)
+        return xi.grad
+
+    def slices(xi):  # the patches as before, each slice differentiable
+        padded = F.pad(xi.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))
+        return torch.cat([padded[:, i : i + 14, j : j + 14] for i in range(3) for j in range(3)], dim=3).view(-1, 144)
+
+    xi = x.clone().requires_grad_(True)
+    conv(xi).backward(grad)
+    assert torch.equal(xi.grad, input_grad(slices))  # float32 bits; adding the positions first to last fails this
+
+
+def test_dense_weight_gradient_arrives_in_the_weights_layout():
+    """The gradient x.T @ grad is column-major; so is Dense's weight, so autograd keeps the gradient it is given
+    (no copy a step), and the optimizers update it through a row-major view (training/optim.py)."""
+    torch.manual_seed(0)
+    layer, reference = Dense(20, 7), nn.Linear(20, 7)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 20)
+    for module in (layer, reference):
+        module(x).square().sum().backward()
+    assert layer.weight.grad.stride() == layer.weight.stride() == (1, 7)
+    assert torch.allclose(layer.weight.grad, reference.weight.grad)
+    assert layer.state_dict()["weight"].shape == (7, 20)
 
 
 def test_matmul_gradients_by_finite_differences():

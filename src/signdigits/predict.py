@@ -221,7 +221,6 @@ def predict_batches(
 
 def _answers(model, images: list[Path], threshold: float) -> Iterator[Answer | Problem]:
     import numpy as np
-    import torch
 
     from signdigits.core.data import decode_image
     from signdigits.training.inputs import to_inputs
@@ -236,9 +235,8 @@ def _answers(model, images: list[Path], threshold: float) -> Iterator[Answer | P
         read = [(path, pixels) for path, pixels in decoded if not isinstance(pixels, Problem)]
         if read:
             x = to_inputs(np.stack([pixels for _, pixels in read]))
-            with torch.inference_mode():
-                best = model(x).softmax(dim=1).max(dim=1)
-            scores = model.familiarity_scores(x)
+            logits, scores = model.answer(x)
+            best = logits.softmax(dim=1).max(dim=1)
             answered = {
                 path: Answer(str(path), model.classes[int(i)], float(p), float(score), bool(score <= threshold))
                 for (path, _), i, p, score in zip(read, best.indices, best.values, scores, strict=True)

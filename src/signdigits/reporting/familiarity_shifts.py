@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from signdigits.core import paths
 from signdigits.core.files import csv_text, rounded, write_text_atomic
@@ -118,14 +117,11 @@ def measure_familiarity(
     """
     check = model.familiarity
     threshold = check.threshold(percentile)
-    device = next(model.parameters()).device
 
     def measure(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Familiarity scores and the digits the model answers."""
-        x = to_inputs(images)
-        with torch.inference_mode():
-            predicted = model(x.to(device)).argmax(dim=1).cpu().numpy()
-        return model.familiarity_scores(x), np.array(model.classes)[predicted]
+        logits, scores = model.answer(to_inputs(images))
+        return scores, np.array(model.classes)[logits.argmax(dim=1).cpu().numpy()]
 
     def row(name: str, scores: np.ndarray, answers: np.ndarray, auc: float | str) -> dict:
         familiar = scores <= threshold

@@ -258,7 +258,9 @@ def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torc
     """Random rotation, scale and shift of a batch of flattened images, on their device.
 
     The sampling grid is affine_grid's (align_corners=False: pixel centres in [-1, 1]) written out as
-    products and sums: its batched 3x2 matrix product cost more than the sampling itself.
+    products and sums: its batched 3x2 matrix product cost more than the sampling itself. A pixel's x and
+    y are sums of a term of its column and a term of its row, so each image's products are taken once per
+    column or row, and the two sums per pixel are written straight into the grid.
     """
     n = len(x)
     draws = torch.rand(n, 4, generator=rng).to(x.device) * 2 - 1  # uniform in [-1, 1]
@@ -267,10 +269,11 @@ def augment(x: torch.Tensor, image_size: int, cfg, rng: torch.Generator) -> torc
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     shift_x, shift_y = draws[:, 2:3] * 2 * cfg.shift, draws[:, 3:4] * 2 * cfg.shift
     centres = (torch.arange(image_size, device=x.device, dtype=x.dtype) * 2 + 1) / image_size - 1
-    col, row = centres.repeat(image_size), centres.repeat_interleave(image_size)  # each pixel's x and y, row by row
-    grid_x = cos * col - sin * row + shift_x
-    grid_y = sin * col + cos * row + shift_y
-    grid = torch.stack([grid_x, grid_y], dim=2).view(n, image_size, image_size, 2)
+    cos_by_column, sin_by_column = (cos * centres).unsqueeze(1), (sin * centres).unsqueeze(1)  # (n, 1, size)
+    cos_by_row, sin_by_row = cos_by_column.transpose(1, 2), sin_by_column.transpose(1, 2)  # (n, size, 1)
+    grid = torch.empty(n, image_size, image_size, 2, device=x.device, dtype=x.dtype)
+    torch.sub(cos_by_column, sin_by_row, out=grid[..., 0]).add_(shift_x.unsqueeze(2))  # x = cos col - sin row + shift
+    torch.add(sin_by_column, cos_by_row, out=grid[..., 1]).add_(shift_y.unsqueeze(2))  # y = sin col + cos row + shift
     images = x.view(n, 1, image_size, image_size)
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False).view(n, -1)
 

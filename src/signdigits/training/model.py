@@ -124,22 +124,35 @@ class Classifier(nn.Module):
         self.familiarity = familiarity
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if len(self.members) == 1:
-            return self.members[0](pixels)
-        probs = torch.stack([m(pixels).softmax(dim=1) for m in self.members]).mean(dim=0)
+        return self._combined([m(pixels) for m in self.members])
+
+    def _combined(self, member_logits: list[torch.Tensor]) -> torch.Tensor:
+        if len(member_logits) == 1:
+            return member_logits[0]
+        probs = torch.stack([logits.softmax(dim=1) for logits in member_logits]).mean(dim=0)
         return probs.clamp_min(1e-12).log()
 
-    def signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The familiarity check's view of the network, on the CPU: every member's penultimate features side
-        by side (n, members x width), and the top probability (n,). Inference mode; the model stays as it was."""
+    def read(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The logits (on the model's device) and the familiarity check's view of the network, on the CPU: every
+        member's penultimate features side by side (n, members x width) and the top probability (n,).
+
+        One pass: each member's last layer reads the features, so the logits are forward's, bit for bit.
+        Inference mode; the model stays as it was.
+        """
         was_training, device = self.training, next(self.parameters()).device
         self.eval()
         with torch.inference_mode():
             x = pixels.to(device)
-            features = torch.cat([m.penultimate(x) for m in self.members], dim=1)
-            top = self(x).softmax(dim=1).max(dim=1).values
+            features = [m.penultimate(x) for m in self.members]
+            logits = self._combined([m.layers[-1](f) for m, f in zip(self.members, features, strict=True)])
+            top = logits.softmax(dim=1).max(dim=1).values
         self.train(was_training)
-        return features.cpu(), top.cpu()
+        return logits, torch.cat(features, dim=1).cpu(), top.cpu()
+
+    def signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """read's features and top probability."""
+        _, features, top = self.read(pixels)
+        return features, top
 
     @property
     def feature_width(self) -> int:
@@ -147,8 +160,12 @@ class Classifier(nn.Module):
 
     def familiarity_scores(self, pixels: torch.Tensor) -> np.ndarray:
         """The familiarity check's score of each input (flattened pixels in [0, 1]): higher is less familiar."""
-        features, top = self.signals(pixels)
-        return self.familiarity.scores(pixels, features, top)
+        return self.answer(pixels)[1]
+
+    def answer(self, pixels: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """The logits and the familiarity scores of flattened pixels in [0, 1], from one pass through the network."""
+        logits, features, top = self.read(pixels)
+        return logits, self.familiarity.scores(pixels, features, top)
 
 
 def describe(arch: Arch) -> str:

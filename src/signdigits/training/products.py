@@ -58,7 +58,17 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Dense(nn.Linear):
-    """nn.Linear whose product is `matmul`'s."""
+    """nn.Linear whose product is `matmul`'s, its weight laid out column by column in memory.
+
+    The weight's gradient is the product x.T @ grad, transposed: in that layout autograd keeps it as it is,
+    where a row-major weight made it copy the gradient into its own layout after every step (as long as the
+    first layer's product itself). The values, the products' bits and the state_dict are the same; a model
+    file stores them row by row (model_file.model_bytes).
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.weight = nn.Parameter(self.weight.detach().T.contiguous().T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -68,8 +78,9 @@ class Dense(nn.Linear):
 
 class Conv3x3(nn.Conv2d):
     """A 3x3 convolution, stride 1, padding 1, no bias (batch norm follows it), as one `matmul`: every pixel's
-    3x3 patch as a row, times the kernels. Its output has the usual shape in channels-last memory (the
-    product's rows are pixels), which batch norm, ReLU and max pooling keep; the next block reads it as it is."""
+    3x3 patch as a row, times the kernels (`_PatchProduct`). Its output has the usual shape in channels-last
+    memory (the product's rows are pixels), which batch norm, ReLU and max pooling keep; the next block reads it
+    as it is."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 3, padding=1, bias=False)
@@ -78,12 +89,50 @@ class Conv3x3(nn.Conv2d):
         if x.device.type != "cpu":
             return super().forward(x)
         n, _, height, width = x.shape
-        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (n, height + 2, width + 2, channels)
-        shifted = [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
-        patches = torch.cat(shifted, dim=3).view(n * height * width, -1)  # per pixel: kernel row, column, channel
-        kernels = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)  # the same order
-        out = matmul(patches, kernels.T)  # (n * pixels, out_channels)
+        kernels = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)  # per kernel: row, column, channel
+        out = _PatchProduct.apply(x, kernels)  # (n * pixels, out_channels)
         return out.view(n, height, width, self.out_channels).permute(0, 3, 1, 2)
+
+
+def _patches(x: torch.Tensor) -> torch.Tensor:
+    """(n, channels, height, width) -> (n * height * width, 9 * channels): each pixel's zero-padded 3x3 patch,
+    by kernel row, column, then channel."""
+    n, _, height, width = x.shape
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (n, height + 2, width + 2, channels)
+    shifted = [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+    return torch.cat(shifted, dim=3).view(n * height * width, -1)
+
+
+class _PatchProduct(torch.autograd.Function):
+    """_patches(x) @ kernels.T with its gradients, every product through numpy's BLAS.
+
+    The input's gradient adds each patch position's share back into one padded buffer, in the order autograd
+    added the nine shifted slices' gradients when the patches were built from differentiable slices (last
+    position first), so the bits are the same; that built and summed nine zero-filled copies of the buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        patches = _patches(x.detach())
+        ctx.save_for_backward(patches, kernels)
+        ctx.input_shape = x.shape
+        return _numpy_product(patches, kernels.T)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        patches, kernels = ctx.saved_tensors
+        grad_x = grad_kernels = None
+        if ctx.needs_input_grad[0]:
+            n, channels, height, width = ctx.input_shape
+            per_position = _numpy_product(grad, kernels).view(n, height, width, 9, channels)
+            padded = per_position.new_zeros(n, height + 2, width + 2, channels)
+            for position in reversed(range(9)):
+                i, j = divmod(position, 3)
+                padded[:, i : i + height, j : j + width] += per_position[:, :, :, position]
+            grad_x = padded[:, 1 : height + 1, 1 : width + 1].permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            grad_kernels = _numpy_product(patches.T, grad).T
+        return grad_x, grad_kernels
 
 
 class BatchNorm(nn.BatchNorm2d):
