@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from signdigits.training import products
 from signdigits.training.products import BatchNorm, Conv3x3, Dense, matmul
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,6 +91,39 @@ def test_dense_weight_gradient_arrives_in_the_weights_layout():
     assert layer.weight.grad.stride() == layer.weight.stride() == (1, 7)
     assert torch.allclose(layer.weight.grad, reference.weight.grad)
     assert layer.state_dict()["weight"].shape == (7, 20)
+
+
+# (rows, inner, columns, a transposed): the CNN's convolutions (forward, input and kernel gradients), the
+# first dense layer's forward and weight gradient, and an evaluation pass
+HALVED_SHAPES = [(50176, 9, 16, False), (12544, 144, 32, False), (12544, 32, 144, False), (144, 12544, 32, True),
+                 (3136, 288, 64, False), (288, 3136, 64, True), (64, 784, 256, False), (784, 64, 256, True),
+                 (308, 784, 256, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows, inner, columns, transposed", HALVED_SHAPES)
+def test_a_product_in_halves_has_the_bits_of_one_product(rows, inner, columns, transposed, threads):
+    """Under `portable` (conftest's pin), halves cut at a multiple of ROW_BLOCK rows give the bits of one product,
+    on one thread or two: the committed models do not depend on the cut."""
+    rng = np.random.default_rng(rows + inner)
+    a = rng.standard_normal((inner, rows) if transposed else (rows, inner), dtype=np.float32)
+    a = a.T if transposed else a
+    b = rng.standard_normal((columns, inner), dtype=np.float32).T
+    assert rows * inner * columns >= products.HALVED_FROM  # these are cut
+    products.use_threads(threads)
+    try:
+        halved = products._numpy_product(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    finally:
+        products.use_threads(1)
+    assert np.array_equal(halved, a @ b)
+
+
+def test_a_cut_inside_a_row_block_changes_the_bits():
+    """Why ROW_BLOCK: cut 16 rows into a batch of 64, the same product gives other bits."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((64, 784), dtype=np.float32), rng.standard_normal((784, 256), dtype=np.float32)
+    assert np.array_equal(np.concatenate([a[:24] @ b, a[24:] @ b]), a @ b)
+    assert not np.array_equal(np.concatenate([a[:16] @ b, a[16:] @ b]), a @ b)
 
 
 def test_matmul_gradients_by_finite_differences():

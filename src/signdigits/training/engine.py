@@ -29,7 +29,7 @@ from signdigits.training import optim
 from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import Arch, Classifier, Network
-from signdigits.training.products import one_blas_thread
+from signdigits.training.products import one_blas_thread, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
         threads = usable_cores()
     torch.set_num_threads(threads)
     one_blas_thread()
+    use_threads(threads)
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")

@@ -7,11 +7,18 @@ at about 70 on ONE thread. On one thread a product has one summation order, so t
 longer depend on how many threads torch uses: the thread count can follow the machine (engine.setup_runtime).
 The familiarity check's float64 products take the same path (familiarity.py).
 
+A large product is two products of half its rows each, cut at a multiple of ROW_BLOCK rows: with two or
+more threads (use_threads) the halves run at once, each on one BLAS thread. Always cut the same way, the bits
+do not depend on the thread count; and under `portable` they are the bits of the uncut product, since OpenBLAS's
+Haswell kernels compute a block of 24 rows at a time (`tests/test_products.py`; a cut at 16 rows gives other bits).
+
 Dense, Conv3x3 and BatchNorm are nn.Linear, nn.Conv2d and nn.BatchNorm2d with their parameters and
 state_dict keys; only how they compute on the CPU differs. On a GPU they are the plain torch layers.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -26,13 +33,43 @@ def one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+ROW_BLOCK = 24  # rows OpenBLAS's Haswell float32 and float64 kernels compute at a time (a multiple of each)
+HALVED_FROM = 4_000_000  # multiply-adds from which a product is cut in two: below, the hand-off costs more
+_second_half: ThreadPoolExecutor | None = None  # a thread for the second halves, with two or more threads
+
+
+def use_threads(threads: int) -> None:
+    """Let large products run their two halves at once if this process has two threads or more."""
+    global _second_half
+    if _second_half is not None:
+        _second_half.shutdown()
+    _second_half = ThreadPoolExecutor(max_workers=1, thread_name_prefix="product") if threads > 1 else None
+
+
 def _numpy_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b (2-D, on the CPU) through numpy's BLAS.
+    """a @ b (2-D, on the CPU) through numpy's BLAS, a large product as two halves of its rows.
 
     Overflow gives inf and nan silently, as in torch: the engine stops a diverged training with its own message.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+    x, y = a.detach().numpy(), b.detach().numpy()
+    out = np.empty((x.shape[0], y.shape[1]), np.result_type(x, y))
+    rows = x.shape[0]
+    cut = round(rows / 2 / ROW_BLOCK) * ROW_BLOCK if rows * x.shape[1] * y.shape[1] >= HALVED_FROM else 0
+    if not 0 < cut < rows:
+        _into(x, y, out)
+    elif _second_half is None:
+        _into(x[:cut], y, out[:cut])
+        _into(x[cut:], y, out[cut:])
+    else:
+        later = _second_half.submit(_into, x[cut:], y, out[cut:])
+        _into(x[:cut], y, out[:cut])
+        later.result()
+    return torch.from_numpy(out)
+
+
+def _into(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):  # per thread
+        np.matmul(x, y, out=out)
 
 
 class _Product(torch.autograd.Function):
