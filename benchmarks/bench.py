@@ -1,6 +1,7 @@
 """How fast signdigits is on this machine, and where the time goes. From the repository root:
 
     python benchmarks/bench.py [--rev REV] [--repeat 5] [--parts engine,busy,fixed,e2e,aside,sweep,native] [--out FILE]
+    python benchmarks/bench.py --parts stages --against OLD [--rev NEW] [--repeat 4]
     python benchmarks/bench.py --quick      # a smoke run in seconds: the engine idle and beside a busy process
 
 1. the engine: seconds per epoch of `signdigits.training.engine.train` on the exp1 network at batch
@@ -20,7 +21,11 @@
    busy neighbour process (the ratio per stage), and each training stage's floor; with `aside`, evaluate
    alone with its figures drawn in a second process (as shipped) and in its own (medians of --repeat);
 4. in the same clone: the exp2 sweep on local processes against a local Dask cluster (the same rows);
-5. the cold run again with `runtime.cpu_kernels: native`: what `portable` costs.
+5. the cold run again with `runtime.cpu_kernels: native`: what `portable` costs;
+6. with `stages`, train_best, train_cnn and evaluate as DVC runs them (`python stages/<stage>.py`) in a
+   clone of --against and a clone of --rev, interleaved over --repeat rounds: each one's work (its timing
+   line), the medians and their ratio. On a shared machine whose speed drifts by a fifth within minutes,
+   interleaving puts the drift on both sides; the clones read their data from this repository's DVC cache.
 
 Timings are wall clock: other work on the machine slows them (the load average is printed).
 benchmarks/prepare_photos.py measures prepare at phone-photo size.
@@ -295,16 +300,26 @@ def processes_vs_dask(clone: Path, env: dict) -> dict:
     }
 
 
+def clone_env(clone: Path) -> dict[str, str]:
+    """The venv's environment on the clone's code, no kernel pins inherited: each stage pins what its params ask."""
+    env = {**venv_env(), "PYTHONPATH": str(clone / "src")}
+    for name in (*PORTABLE_ENV, *WAIT_ENV, "OMP_WAIT_POLICY"):
+        env.pop(name, None)
+    return env
+
+
+def short_rev(clone: Path) -> str:
+    return run(["git", "rev-parse", "--short", "HEAD"], cwd=clone).stdout.strip()
+
+
 def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int, peak: float) -> dict:
     """Cold, no-op and experiment runs in a clone of `rev`, idle and beside a busy process, each training
     stage's floor at `peak` FLOP/s; the sweep backends; the cold run with native kernels."""
     clone = git_clone(REPO, scratch / "clone")
     run(["git", "checkout", "--quiet", rev], cwd=clone)
-    env = {**venv_env(), "PYTHONPATH": str(clone / "src")}  # the clone's code
-    for name in (*PORTABLE_ENV, *WAIT_ENV, "OMP_WAIT_POLICY"):  # each stage pins what its params ask for
-        env.pop(name, None)
+    env = clone_env(clone)
     lr = load_params(clone / "params.yaml").final.lr
-    results = {"rev": run(["git", "rev-parse", "--short", "HEAD"], cwd=clone).stdout.strip()}
+    results = {"rev": short_rev(clone)}
     results["floor_s"] = {name: flops / peak for name, flops in stage_flops(clone / "params.yaml").items()}
     for busy, suffix in ((False, ""), (True, "_busy")):  # each run idle, then beside one busy process
         with busy_neighbour(busy):
@@ -334,6 +349,32 @@ def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int, peak: floa
     return results
 
 
+# --- 6. stages against another commit, interleaved ------------------------------------------------
+
+COMPARED_STAGES = ("train_best", "train_cnn", "evaluate")
+
+
+def stages_against(scratch: Path, against: str, rev: str, rounds: int) -> dict:
+    """Median work of each of COMPARED_STAGES in a clone of `against` and one of `rev`, run in turn, `rounds` times."""
+    cache = run(["dvc", "cache", "dir"], cwd=REPO).stdout.strip()
+    clones = {}
+    for side, commit in (("against", against), ("rev", rev)):
+        clone = git_clone(REPO, scratch / side)
+        run(["git", "checkout", "--quiet", commit], cwd=clone)
+        run(["dvc", "cache", "dir", "--local", cache], cwd=clone)
+        checkout = run(["dvc", "checkout", "--quiet"], cwd=clone, check=False)
+        if checkout.returncode != 0:
+            sys.exit(f"bench.py: this repository's DVC cache lacks {commit}'s outputs; `dvc repro` them first")
+        clones[side] = clone
+    work = {side: {stage: [] for stage in COMPARED_STAGES} for side in clones}
+    for _, stage, (side, clone) in itertools.product(range(rounds), COMPARED_STAGES, clones.items()):
+        done = run([sys.executable, f"stages/{stage}.py"], cwd=clone, env=clone_env(clone))
+        work[side][stage].append(float(_TIMING.search(done.stdout + done.stderr)[3]))
+    commits = {side: short_rev(clone) for side, clone in clones.items()}
+    medians = {stage: {side: statistics.median(work[side][stage]) for side in clones} for stage in COMPARED_STAGES}
+    return {"commits": commits, "rounds": rounds, "work_s": work, "median_s": medians}
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 
@@ -359,6 +400,13 @@ def report(r: dict) -> None:
         print(f"\n2. fixed costs per process, median of {r['repeat']}")
     for name, seconds in r.get("fixed_costs", {}).items():
         print(f"   {name:<42} {seconds:6.2f} s")
+    against = r.get("stages")
+    if against:
+        c = against["commits"]
+        print(f"\n6. stages' work, {c['against']} against {c['rev']}, interleaved, median of {against['rounds']}:"
+              f"   {c['against']:>8} {c['rev']:>8}  ratio")  # fmt: skip
+        for stage, m in against["median_s"].items():
+            print(f"   {stage:<66} {m['against']:8.2f} {m['rev']:8.2f} {m['rev'] / m['against']:6.2f}")
     e2e = r.get("e2e")
     if not e2e:
         return
@@ -394,9 +442,10 @@ def report(r: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD", help="the commit to run end to end (uncommitted edits are not)")
+    parser.add_argument("--against", help="with --parts stages: the commit whose stages --rev's are compared with")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of the fixed-cost measurements")
     parser.add_argument("--epochs", type=int, default=8, help="engine epochs per batch size")
-    parser.add_argument("--parts", default="engine,busy,fixed,e2e,aside,sweep,native", help="what to measure (1-5)")
+    parser.add_argument("--parts", default="engine,busy,fixed,e2e,aside,sweep,native", help="what to measure (1-6)")
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds: --parts busy, 2 epochs, 1 round")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results.json")
     args = parser.parse_args(argv)
@@ -423,6 +472,11 @@ def main(argv=None) -> None:
         results["busy"] = epochs_beside_a_neighbour(args.epochs, max(1, args.repeat // 2), threads, images)
     if "fixed" in parts:
         results["fixed_costs"] = fixed_costs(args.repeat)
+    if "stages" in parts:
+        if not args.against:
+            parser.error("--parts stages needs --against REV")
+        with tempfile.TemporaryDirectory(prefix="signdigits-bench-") as tmp:
+            results["stages"] = stages_against(Path(tmp), args.against, args.rev, args.repeat)
     if "e2e" in parts:
         with tempfile.TemporaryDirectory(prefix="signdigits-bench-") as tmp:
             results["e2e"] = end_to_end(Path(tmp), args.rev, parts, args.repeat, matmul_peak())
