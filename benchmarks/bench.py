@@ -308,6 +308,13 @@ def clone_env(clone: Path) -> dict[str, str]:
     return env
 
 
+def clone_at(target: Path, rev: str) -> Path:
+    """A git clone of this repository at `rev` (committed code only)."""
+    clone = git_clone(REPO, target)
+    run(["git", "checkout", "--quiet", rev], cwd=clone)
+    return clone
+
+
 def short_rev(clone: Path) -> str:
     return run(["git", "rev-parse", "--short", "HEAD"], cwd=clone).stdout.strip()
 
@@ -315,8 +322,7 @@ def short_rev(clone: Path) -> str:
 def end_to_end(scratch: Path, rev: str, parts: set[str], repeat: int, peak: float) -> dict:
     """Cold, no-op and experiment runs in a clone of `rev`, idle and beside a busy process, each training
     stage's floor at `peak` FLOP/s; the sweep backends; the cold run with native kernels."""
-    clone = git_clone(REPO, scratch / "clone")
-    run(["git", "checkout", "--quiet", rev], cwd=clone)
+    clone = clone_at(scratch / "clone", rev)
     env = clone_env(clone)
     lr = load_params(clone / "params.yaml").final.lr
     results = {"rev": short_rev(clone)}
@@ -359,8 +365,7 @@ def stages_against(scratch: Path, against: str, rev: str, rounds: int) -> dict:
     cache = run(["dvc", "cache", "dir"], cwd=REPO).stdout.strip()
     clones = {}
     for side, commit in (("against", against), ("rev", rev)):
-        clone = git_clone(REPO, scratch / side)
-        run(["git", "checkout", "--quiet", commit], cwd=clone)
+        clone = clone_at(scratch / side, commit)
         run(["dvc", "cache", "dir", "--local", cache], cwd=clone)
         checkout = run(["dvc", "checkout", "--quiet"], cwd=clone, check=False)
         if checkout.returncode != 0:
@@ -451,12 +456,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.parts, args.epochs, args.repeat = "busy", 2, 1
+    parts = set(args.parts.split(","))
+    if "stages" in parts and not args.against:
+        parser.error("--parts stages needs --against REV")
     threads = load_params(REPO / "params.yaml").runtime.threads
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     results = {"machine": {"cpu": cpu, "threads": threads, "load_start": os.getloadavg()}, "repeat": args.repeat}
     wait = {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", *WAIT_ENV)}
     results["machine"]["openmp_wait"] = " ".join(f"{k}={v}" for k, v in wait.items() if v is not None)
-    parts = set(args.parts.split(","))
     if "engine" in parts:
         results["engine"] = {}
         for batch in (32, 64, 256):
@@ -473,8 +480,6 @@ def main(argv=None) -> None:
     if "fixed" in parts:
         results["fixed_costs"] = fixed_costs(args.repeat)
     if "stages" in parts:
-        if not args.against:
-            parser.error("--parts stages needs --against REV")
         with tempfile.TemporaryDirectory(prefix="signdigits-bench-") as tmp:
             results["stages"] = stages_against(Path(tmp), args.against, args.rev, args.repeat)
     if "e2e" in parts:

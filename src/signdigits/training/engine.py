@@ -29,7 +29,7 @@ from signdigits.training import optim
 from signdigits.training.composite import composite, hand_masks
 from signdigits.training.inputs import normalize_each_image, to_inputs
 from signdigits.training.model import Arch, Classifier, Network
-from signdigits.training.products import one_blas_thread, use_threads
+from signdigits.training.products import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ def setup_runtime(runtime: Runtime, threads: int | None = None) -> torch.device:
                     "(the results are the same on any count)", threads, usable_cores(), usable_cores())  # fmt: skip
         threads = usable_cores()
     torch.set_num_threads(threads)
-    one_blas_thread()
     use_threads(threads)
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if runtime.device == "auto":

@@ -87,8 +87,10 @@ class FunctionalAdam(_Functional):
                     }
             states = [self.state[p] for p in params]
             beta1, beta2 = group["betas"]
-            averages, squares = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-            views, grads, averages, squares = _row_major(params, params, [p.grad for p in params], averages, squares)
+            flip = _column_major(params)
+            views, grads = _row_major(flip, params), _row_major(flip, [p.grad for p in params])
+            averages = _row_major(flip, [s["exp_avg"] for s in states])
+            squares = _row_major(flip, [s["exp_avg_sq"] for s in states])
             _adam(
                 views, grads, averages, squares, [], [s["step"] for s in states], amsgrad=False, has_complex=False,
                 beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
@@ -111,25 +113,27 @@ class FunctionalSGD(_Functional):
             params = [p for p in group["params"] if p.grad is not None]
             with_momentum = group["momentum"] != 0
             buffers = [self.state[p].get("momentum_buffer") for p in params] if with_momentum else []
-            views, grads = _row_major(params, params, [p.grad for p in params])
-            (buffers,) = _row_major(params, buffers) if with_momentum else ([],)
+            flip = _column_major(params)
+            views, grads = _row_major(flip, params), _row_major(flip, [p.grad for p in params])
+            buffers = _row_major(flip, buffers) if with_momentum else []
             _sgd(
                 views, grads, buffers, weight_decay=group["weight_decay"],
                 momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"], nesterov=False,
                 maximize=False, has_sparse_grad=False, foreach=group["foreach"], fused=group["fused"],
             )  # fmt: skip
-            (buffers,) = _row_major(params, buffers) if with_momentum else ([],)  # back in each parameter's shape
+            buffers = _row_major(flip, buffers) if with_momentum else []  # back in each parameter's shape
             for p, buffer in zip(params, buffers, strict=False):  # none without momentum
                 self.state[p]["momentum_buffer"] = buffer
 
 
-def _row_major(params: list[torch.Tensor], *per_param: list) -> list[list]:
-    """Each list of per-parameter tensors with a column-major matrix parameter's (products.Dense's weight) entries
-    transposed, so every tensor the fused kernels see is laid out row by row (on a column-major one they ran at
-    half the speed); the updates are elementwise, so the values are the same. None entries (a momentum buffer
-    not made yet) stay None. Applied twice, it gives back the tensors as they were."""
-    column_major = [p.dim() == 2 and not p.is_contiguous() and p.T.is_contiguous() for p in params]
-    return [
-        [t.T if flip and t is not None else t for flip, t in zip(column_major, tensors, strict=True)]
-        for tensors in per_param
-    ]
+def _column_major(params: list[torch.Tensor]) -> list[bool]:
+    """Which parameters are matrices laid out column by column (products.Dense's weights)."""
+    return [p.dim() == 2 and not p.is_contiguous() and p.T.is_contiguous() for p in params]
+
+
+def _row_major(column_major: list[bool], tensors: list) -> list:
+    """Per-parameter tensors with a column-major parameter's entry transposed, so every tensor the fused kernels see
+    is laid out row by row (on a column-major one they ran at half the speed); the updates are elementwise, so the
+    values are the same. None entries (a momentum buffer not made yet) stay None. Applied twice, it gives back the
+    tensors as they were."""
+    return [t.T if flip and t is not None else t for flip, t in zip(column_major, tensors, strict=True)]

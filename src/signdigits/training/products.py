@@ -25,22 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def one_blas_thread() -> None:
-    """numpy's BLAS (OpenBLAS) on one thread for the rest of this process: one summation order per product."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
-
-
 ROW_BLOCK = 24  # rows OpenBLAS's Haswell float32 and float64 kernels compute at a time (a multiple of each)
 HALVED_FROM = 4_000_000  # multiply-adds from which a product is cut in two: below, the hand-off costs more
 _second_half: ThreadPoolExecutor | None = None  # a thread for the second halves, with two or more threads
 
 
 def use_threads(threads: int) -> None:
-    """Let large products run their two halves at once if this process has two threads or more."""
+    """The products' threads for the rest of this process: numpy's BLAS (OpenBLAS) on one thread, one summation
+    order per product; with two threads or more, a second thread that computes large products' second halves."""
+    from threadpoolctl import threadpool_limits
+
     global _second_half
+    threadpool_limits(limits=1, user_api="blas")
     if _second_half is not None:
         _second_half.shutdown()
     _second_half = ThreadPoolExecutor(max_workers=1, thread_name_prefix="product") if threads > 1 else None
