@@ -18,7 +18,7 @@ from signdigits.core.params import Augment, Composite, Runtime, TrainParams
 from signdigits.training.engine import Part, evaluate, train
 from signdigits.training.model import describe
 from signdigits.training.model_file import load_model, model_bytes
-from signdigits.training.stage import train_stage
+from signdigits.training.stage import load_stage_data, train_stage
 
 CPU = torch.device("cpu")
 CHANNELS = (4, 8)
@@ -87,3 +87,8 @@ def test_the_stage_writes_a_cnn_with_its_own_familiarity_check(tiny_layout):
     assert metrics["config"]["channels"] == [4] and metrics["config"]["network"] == "8x8-c4-64-10"
     assert metrics["config"]["composite"] == {"share": 0.3, "zoom_share": 0.5, "zoom_out": 1.5}  # what it trained with
     assert read_json(paths.metrics_path("train_cnn"))["config"] == metrics["config"]
+    data = load_stage_data(CPU)
+    for part in ("train", "val"):  # the one pass per part that also fits the check gives evaluate's numbers
+        ev = evaluate(model, getattr(data, part))
+        assert metrics[part]["loss"] == ev.loss
+        assert metrics[part]["accuracy"] == float(np.mean(ev.predictions == getattr(data, part).y.numpy()))
