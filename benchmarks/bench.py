@@ -12,9 +12,10 @@
    against training.optim's, torch.use_deterministic_algorithms against the engine's switch, importing
    sklearn.metrics (which reporting/metrics.py does without), and the interpreter's exit with and
    without gc.freeze();
-   With `busy`, train_best's and train_cnn's epochs idle and beside one busy neighbour process
-   (`yes > /dev/null`, started and ended by the benchmark), interleaved: the ratio, and the floor
-   (the epoch's arithmetic at the measured matmul peak);
+   With `busy`, train_best's and train_cnn's epochs idle, idle on one thread, and beside one busy neighbour
+   process (`yes > /dev/null`, started and ended by the benchmark), interleaved: the ratio, the floor
+   (the epoch's arithmetic at the measured matmul peak), and the other cores' speed-up idle (one thread's
+   time over idle's), below which the ratio cannot go where the neighbour leaves one core;
 3. end to end in a git clone of --rev with no DVC cache: cold `dvc repro --force`, no-op `dvc repro`,
    `dvc exp run -S lr=<another>`, each stage's start-up / work / writing from its own timing line, and
    DVC's own time (what is left of `dvc exp run` after its stage processes); each run again beside one
@@ -180,19 +181,23 @@ def busy_neighbour(busy: bool = True):
 
 def epochs_beside_a_neighbour(epochs: int, rounds: int, threads: int | str, images=(N_TRAIN, N_VAL)) -> dict:
     """train_best's and train_cnn's seconds per epoch (synthetic data of the real shape, `images` training
-    and val images), idle and beside one busy process, interleaved over `rounds`; medians, their ratio, and
-    the epoch's floor."""
+    and val images), idle, idle on one thread, and beside one busy process, interleaved over `rounds`;
+    medians, the busy/idle ratio, the epoch's floor, and what the other cores give idle (one thread's time
+    over idle's): beside a neighbour that takes one of two cores a stage has one core's worth, so its ratio
+    can be no lower than that speed-up."""
     p = load_params(REPO / "params.yaml")
     peak = matmul_peak()
     out = {"matmul_peak_gflops": peak / 1e9, "images": list(images)}
+    conditions = {"idle": (False, threads), "one_thread": (False, 1), "busy": (True, threads)}
     for name, cfg in (("train_best", p.final), ("train_cnn", p.train_cnn.model)):
-        seconds = {False: [], True: []}
-        for _, busy in itertools.product(range(rounds), (False, True)):
+        seconds = {condition: [] for condition in conditions}
+        for _, (condition, (busy, count)) in itertools.product(range(rounds), conditions.items()):
             with busy_neighbour(busy):
-                seconds[busy].append(engine_epochs(cfg.batch_size, epochs, threads, cfg, images=images))
-        idle, loaded = statistics.median(seconds[False]), statistics.median(seconds[True])
+                seconds[condition].append(engine_epochs(cfg.batch_size, epochs, count, cfg, images=images))
+        idle, one, loaded = (statistics.median(seconds[condition]) for condition in conditions)
         floor = training_flops(dataclasses.replace(cfg, epochs=1), *images) / peak
-        out[name] = {"idle_s": idle, "busy_s": loaded, "ratio": loaded / idle, "floor_s": floor}
+        out[name] = {"idle_s": idle, "one_thread_s": one, "busy_s": loaded, "ratio": loaded / idle,
+                     "other_cores_speedup": one / idle, "floor_s": floor}  # fmt: skip
     return out
 
 
@@ -397,10 +402,11 @@ def report(r: dict) -> None:
         b = r["busy"]
         print(f"\n   {b['images'][0]} + {b['images'][1]} images, beside one busy process (matmul peak "
               f"{b['matmul_peak_gflops']:.0f} GFLOP/s), s/epoch:"
-              f"   idle   busy  ratio (target <= {BUSY_TARGET})  floor")  # fmt: skip
+              f"   idle   busy  ratio (target <= {BUSY_TARGET})  floor | 1 thread  other cores' speed-up")  # fmt: skip
         for name in ("train_best", "train_cnn"):
             t = b[name]
-            print(f"   {name:<50} {t['idle_s']:6.3f} {t['busy_s']:6.3f} {t['ratio']:6.2f}{'':19}{t['floor_s']:6.3f}")
+            print(f"   {name:<50} {t['idle_s']:6.3f} {t['busy_s']:6.3f} {t['ratio']:6.2f}{'':19}{t['floor_s']:6.3f} | "
+                  f"{t['one_thread_s']:8.3f}  {t['other_cores_speedup']:6.2f}")  # fmt: skip
     if "fixed_costs" in r:
         print(f"\n2. fixed costs per process, median of {r['repeat']}")
     for name, seconds in r.get("fixed_costs", {}).items():

@@ -27,6 +27,8 @@ def test_quick_bench_measures_each_training_idle_and_beside_a_busy_process(tmp_p
         row = busy[name]
         assert row["idle_s"] > 0 and row["busy_s"] > 0
         assert row["ratio"] == pytest.approx(row["busy_s"] / row["idle_s"])
+        assert row["one_thread_s"] > 0
+        assert row["other_cores_speedup"] == pytest.approx(row["one_thread_s"] / row["idle_s"])
         assert 0 < row["floor_s"] < row["idle_s"]  # nothing runs faster than its arithmetic at the peak
         assert name in done.stdout
     assert not [
