@@ -127,7 +127,7 @@ def test_a_composite_trained_models_pixel_score_is_fitted_on_its_composited_phot
     from signdigits.training.composite import composited_once
     from signdigits.training.familiarity import fit_familiarity
     from signdigits.training.model import Arch, Classifier, Network
-    from signdigits.training.stage import StageData, fit_check, read_parts
+    from signdigits.training.stage import StageData, fit_check
 
     photos, _ = light_wall_photos(70)
     labels = np.arange(70) % 10
@@ -137,16 +137,16 @@ def test_a_composite_trained_models_pixel_score_is_fitted_on_its_composited_phot
     arch = Arch(image_size=SIZE, hidden=(16,), n_classes=10, dropout=0.0, normalize_images=True)
     model = Classifier(arch, list(range(10)), [Network(arch, torch.zeros(SIZE**2), torch.ones(SIZE**2))]).eval()
     backgrounds = Composite(share=0.5, zoom_share=0.5, zoom_out=1.5)
-    readings = read_parts(model, data)
-    plain = fit_check(data, readings, True, 5)
-    first, again = (fit_check(data, readings, True, 5, backgrounds, seed=3) for _ in range(2))
+    reads = model.read(data.train.x), model.read(data.val.x)
+    plain = fit_check(data, *reads, True, 5)
+    first, again = (fit_check(data, *reads, True, 5, backgrounds, seed=3) for _ in range(2))
     laid = fit_familiarity(composited_once(data.train.x, SIZE, backgrounds, 3), data.val.x, True, 5)
     for name in ("mean", "std", "components", "variances", "photo_mean", "photo_precision", "log_mean", "log_std"):
         assert np.array_equal(getattr(first.pixels, name), getattr(again.pixels, name)), name  # the same bits
         assert np.array_equal(getattr(first.pixels, name), getattr(laid, name)), name  # on these photos
     assert not np.array_equal(first.pixels.mean, plain.pixels.mean)  # not the plain photos' fit
     assert not np.array_equal(first.pixels.photo_mean, plain.pixels.photo_mean)
-    other_seed = fit_check(data, readings, True, 5, backgrounds, seed=4)
+    other_seed = fit_check(data, *reads, True, 5, backgrounds, seed=4)
     assert not np.array_equal(first.pixels.mean, other_seed.pixels.mean)  # the seed draws the backgrounds
     assert np.array_equal(first.feature_means, plain.feature_means)  # the network's signals: plain photos
     assert np.array_equal(first.feature_whitening, plain.feature_whitening)
@@ -155,5 +155,5 @@ def test_a_composite_trained_models_pixel_score_is_fitted_on_its_composited_phot
     np.testing.assert_array_equal(first.val_scores, val_scores)
     assert first.threshold(90.0) == pytest.approx(np.percentile(val_scores, 90.0))
     # disabled (share 0) is the plain fit, bit for bit: train_best and the study's models are unchanged
-    off = fit_check(data, readings, True, 5, Composite(share=0.0), seed=3)
+    off = fit_check(data, *reads, True, 5, Composite(share=0.0), seed=3)
     assert np.array_equal(off.pixels.mean, plain.pixels.mean) and np.array_equal(off.val_scores, plain.val_scores)

@@ -324,11 +324,16 @@ def evaluate(model: torch.nn.Module, data: Part) -> Evaluation:
     model.eval()
     logits = model(data.x)
     model.train(was_training)
-    loss = F.cross_entropy(logits, data.y).item()
+    return evaluation(logits, data.y)
+
+
+@torch.inference_mode()
+def evaluation(logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """What evaluate reports of a part, from the model's logits of it (Classifier.read gives them too)."""
     predictions = logits.argmax(dim=1).cpu().numpy()
     return Evaluation(
-        loss=loss,
-        accuracy=accuracy(predictions, data.y.cpu().numpy(), np.float32),
+        loss=F.cross_entropy(logits, labels).item(),
+        accuracy=accuracy(predictions, labels.cpu().numpy(), np.float32),
         predictions=predictions,
         probabilities=logits.softmax(dim=1).cpu().numpy(),
     )

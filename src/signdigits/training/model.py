@@ -8,7 +8,7 @@ evaluate and predict treat them alike; `Arch.kind` says which one a model is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -109,6 +109,15 @@ class Network(nn.Module):
         return self.layers[-1].in_features
 
 
+class Reading(NamedTuple):
+    """Classifier.read of some photos: the logits (on the model's device) and the familiarity check's view of
+    the network on the CPU, every member's penultimate features side by side and the top probability."""
+
+    logits: torch.Tensor
+    features: torch.Tensor  # (n, members x width)
+    top: torch.Tensor  # (n,)
+
+
 class Classifier(nn.Module):
     """One or more networks; with several, the logits are the log of their mean probabilities.
 
@@ -132,9 +141,8 @@ class Classifier(nn.Module):
         probs = torch.stack([logits.softmax(dim=1) for logits in member_logits]).mean(dim=0)
         return probs.clamp_min(1e-12).log()
 
-    def read(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The logits (on the model's device) and the familiarity check's view of the network, on the CPU: every
-        member's penultimate features side by side (n, members x width) and the top probability (n,).
+    def read(self, pixels: torch.Tensor) -> Reading:
+        """The logits and the familiarity check's view of the network (Reading).
 
         One pass: each member's last layer reads the features, so the logits are forward's, bit for bit.
         Inference mode; the model stays as it was.
@@ -147,7 +155,7 @@ class Classifier(nn.Module):
             logits = self._combined([m.layers[-1](f) for m, f in zip(self.members, features, strict=True)])
             top = logits.softmax(dim=1).max(dim=1).values
         self.train(was_training)
-        return logits, torch.cat(features, dim=1).cpu(), top.cpu()
+        return Reading(logits, torch.cat(features, dim=1).cpu(), top.cpu())
 
     def signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """read's features and top probability."""

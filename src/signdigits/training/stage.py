@@ -8,7 +8,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from signdigits.core import paths
 from signdigits.core.data import load_train_val
@@ -17,9 +16,9 @@ from signdigits.core.files import csv_text, write_json, write_text_atomic
 from signdigits.core.limits import conv_sides, require_memory, training_bytes
 from signdigits.core.params import CNN_ONLY, Composite, Runtime, TrainParams, shown
 from signdigits.training.composite import composited_once
-from signdigits.training.engine import Part, accuracy, setup_runtime, train
+from signdigits.training.engine import Part, accuracy, evaluation, setup_runtime, train
 from signdigits.training.familiarity import ModelCheck, fit_familiarity, fit_model_check, require_components_fit
-from signdigits.training.model import describe
+from signdigits.training.model import Reading, describe
 from signdigits.training.model_file import save_model
 
 log = logging.getLogger(__name__)
@@ -95,10 +94,10 @@ def train_stage(
     result = train(cfg, data.train, data.val, data.classes, name)
     train_seconds = time.perf_counter() - started
     log.info("%s: trained in %.1fs on %s", name, train_seconds, device)
-    readings = read_parts(result.model, data)  # one pass per part for the metrics and the familiarity check
+    train_read, val_read = (result.model.read(part.x) for part in (data.train, data.val))  # for both below
     if familiarity_components:
         result.model.familiarity = fit_check(
-            data, readings, cfg.normalize_images, familiarity_components, cfg.composite, cfg.seed
+            data, train_read, val_read, cfg.normalize_images, familiarity_components, cfg.composite, cfg.seed
         )
     metrics = {
         "config": {
@@ -106,8 +105,8 @@ def train_stage(
             "classes": data.classes,
             "network": describe(result.model.arch),
         },
-        "train": _loss_and_accuracy(readings.train[0], data.train),
-        "val": _loss_and_accuracy(readings.val[0], data.val),
+        "train": _loss_and_accuracy(train_read, data.train),
+        "val": _loss_and_accuracy(val_read, data.val),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "device": device.type,
@@ -121,28 +120,17 @@ def train_stage(
     return metrics
 
 
-@dataclass
-class Readings:
-    """The trained model's `Classifier.read` of the training and validation parts: (logits, features, top)."""
-
-    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def read_parts(model, data: StageData) -> Readings:
-    return Readings(model.read(data.train.x), model.read(data.val.x))
-
-
 def fit_check(
     data: StageData,
-    readings: Readings,
+    train_read: Reading,
+    val_read: Reading,
     normalize_images: bool,
     components: int,
     backgrounds: Composite | None = None,
     seed: int = 0,
 ) -> ModelCheck:
-    """The model's familiarity check: the pixel score and the network's signals (`readings`: read_parts of the
-    model and `data`), fitted on the training part, standardised and thresholded on the validation part
+    """The model's familiarity check: the pixel score and the network's signals (the model's reads of the two
+    parts), fitted on the training part, standardised and thresholded on the validation part
     (training/familiarity.py).
 
     With backgrounds, the pixel score is fitted on the training photos as training laid them
@@ -155,8 +143,9 @@ def fit_check(
     if backgrounds is not None and backgrounds.enabled:
         pixel_photos = composited_once(data.train.x, math.isqrt(data.train.x.shape[1]), backgrounds, seed)
     pixel_check = fit_familiarity(pixel_photos, data.val.x, normalize_images, components)
-    (_, train_features, _), (_, val_features, val_top) = readings.train, readings.val
-    return fit_model_check(pixel_check, train_features, data.train.y.cpu().numpy(), data.val.x, val_features, val_top)
+    return fit_model_check(
+        pixel_check, train_read.features, data.train.y.cpu().numpy(), data.val.x, val_read.features, val_read.top
+    )
 
 
 def params_prefix(name: str) -> str:
@@ -174,7 +163,6 @@ def settings(cfg: TrainParams) -> dict:
     return values
 
 
-def _loss_and_accuracy(logits: torch.Tensor, data: Part) -> dict:
-    """The loss and accuracy that engine.evaluate gives for these logits (float64 accuracy, as ever written here)."""
-    loss = F.cross_entropy(logits, data.y).item()
-    return {"loss": loss, "accuracy": accuracy(logits.argmax(dim=1).cpu().numpy(), data.y.cpu().numpy())}
+def _loss_and_accuracy(read: Reading, data: Part) -> dict:
+    ev = evaluation(read.logits, data.y)
+    return {"loss": ev.loss, "accuracy": accuracy(ev.predictions, data.y.cpu().numpy())}
